@@ -1,0 +1,351 @@
+"""The ``nights`` command: ``nights COMMAND --help`` explains each one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import _paths
+from .errors import NightsError
+
+EPILOG = """data location: --root, else $NIGHTS_HOME (default ~/.cache/nights). --root may be the
+release folder (holding data.csv) or the folder above it.
+
+examples:
+  nights sample ./nights-sample               write the synthetic sample
+  nights info --root ./nights-sample          what is there, rows per split
+  nights filter --root ./nights-sample --min-votes 8 --out ./min8
+  nights verify --root ./nights-sample
+"""
+
+
+def _add_root(parser: argparse.ArgumentParser, variants=("nights", "unfiltered")) -> None:
+    parser.add_argument(
+        "--root", type=Path, default=None, help="NIGHTS folder (default: $NIGHTS_HOME)"
+    )
+    parser.add_argument(
+        "--variant",
+        choices=variants,
+        default=variants[0],
+        help="which table (default: %(default)s)",
+    )
+
+
+def _add_build_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--images",
+        choices=("path", "bytes"),
+        default="path",
+        help="store image paths (no copy, default) or the original PNG bytes",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="store a pre-resized NxN copy (DreamSim's bicubic resize)",
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="processes for resizing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _progress(args) -> bool | None:
+    return False if getattr(args, "quiet", False) else None
+
+
+def _cmd_sample(args) -> int:
+    from .synthetic import make_synthetic_nights
+
+    out = make_synthetic_nights(
+        args.out,
+        n_triplets=args.triplets,
+        image_size=args.image_size,
+        seed=args.seed,
+        n_unfiltered=args.unfiltered,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote the synthetic sample to {out}")
+    print(f"try: nights info --root {out}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .errors import DatasetNotFoundError
+    from .table import VARIANTS, load_nights, resolve_source
+    from .votes import agreement_stats
+
+    print(f"NIGHTS_HOME: {_paths.nights_home()}")
+    found_any = False
+    for variant in VARIANTS:
+        try:
+            source = resolve_source(args.root, variant)
+        except DatasetNotFoundError:
+            print(f"{variant}: not found")
+            continue
+        found_any = True
+        print(f"{variant}: {source.csv_path}")
+        if variant == "jnd":
+            continue
+        table = load_nights(
+            "all", root=args.root, variant=variant, min_votes=None, progress=_progress(args)
+        )
+        stats = agreement_stats(table, by="split" if variant == "nights" else None)
+        kept = load_nights(
+            "all", root=args.root, variant=variant, min_votes=6, progress=_progress(args)
+        )
+        kept_stats = agreement_stats(kept, by="split" if variant == "nights" else None)
+        stats.insert(
+            1, "votes>=6", kept_stats["triplets"].reindex(stats.index).fillna(0).astype(int)
+        )
+        print(stats.to_string(float_format=lambda v: f"{v:.3f}"))
+    if not found_any:
+        print(
+            "nothing here yet: `nights download full` fetches the release, "
+            "`nights sample DIR` writes the synthetic sample"
+        )
+    return 0
+
+
+def _cmd_stats(args) -> int:
+    from .table import load_nights
+    from .votes import agreement_stats
+
+    table = load_nights(
+        args.split,
+        root=args.root,
+        variant=args.variant,
+        min_votes=args.min_votes,
+        progress=_progress(args),
+    )
+    print(
+        agreement_stats(table, by=None if args.by == "none" else args.by).to_string(
+            float_format=lambda v: f"{v:.3f}"
+        )
+    )
+    return 0
+
+
+def _cmd_build(args) -> int:
+    from .table import BuildOptions, build_table, resolve_source
+
+    source = resolve_source(args.root, args.variant)
+    folder = build_table(
+        source,
+        BuildOptions(args.images, args.image_size),
+        rebuild=args.rebuild,
+        progress=_progress(args),
+        jobs=args.jobs,
+    )
+    meta = json.loads((folder / "meta.json").read_text())
+    print(f"{meta['rows']} rows -> {folder}")
+    return 0
+
+
+def _cmd_filter(args) -> int:
+    from .table import load_nights
+    from .votes import filter_votes, write_split
+
+    table = load_nights(
+        args.split, root=args.root, variant=args.variant, min_votes=None, progress=_progress(args)
+    )
+    table = filter_votes(
+        table,
+        min_votes=args.min_votes,
+        max_votes=args.max_votes,
+        min_agreement=args.min_agreement,
+        unanimous=args.unanimous,
+        ids=args.ids,
+        exclude_ids=args.exclude_ids,
+    )
+    if args.dry_run:
+        print(f"{len(table)} triplet(s) pass the filter (nothing written)")
+        return 0
+    out = write_split(
+        table,
+        args.out,
+        format=args.format,
+        link=args.link,
+        overwrite=args.overwrite,
+        note=args.note,
+    )
+    print(f"wrote {len(table)} triplet(s) to {out} ({args.format})")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .verify import verify_folder
+
+    report = verify_folder(
+        args.root, args.variant, decode=not args.no_decode, progress=_progress(args)
+    )
+    print(report.summary())
+    if args.report:
+        args.report.write_text(json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
+        print(f"report written to {args.report}")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nights",
+        description="Get, inspect, audit and extend the NIGHTS dataset.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sample = commands.add_parser(
+        "sample",
+        help="write the synthetic NIGHTS sample",
+        description="Write a synthetic NIGHTS folder in the exact release layout (data.csv, "
+        "ref/, distort/, an unfiltered set and JND votes). Deterministic per seed.",
+    )
+    sample.add_argument("out", type=Path, help="folder to create")
+    sample.add_argument("--triplets", type=int, default=240, help="rows of data.csv (%(default)s)")
+    sample.add_argument("--image-size", type=int, default=768, help="pixels (%(default)s)")
+    sample.add_argument(
+        "--unfiltered",
+        type=int,
+        default=None,
+        help="rows of the unfiltered set (default: half of --triplets)",
+    )
+    sample.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
+    sample.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    sample.set_defaults(run=_cmd_sample)
+
+    info = commands.add_parser(
+        "info",
+        help="what is where, rows per split",
+        description="Show where NIGHTS data is, and rows and vote agreement per split "
+        "(all rows, and those upstream keeps with votes >= 6).",
+    )
+    info.add_argument("--root", type=Path, default=None, help="NIGHTS folder")
+    info.add_argument("--quiet", action="store_true", help="no progress bars")
+    info.set_defaults(run=_cmd_info)
+
+    stats = commands.add_parser(
+        "stats",
+        help="vote agreement statistics",
+        description="Agreement among voters per split, vote count, prompt or is_imagenet.",
+    )
+    _add_root(stats)
+    stats.add_argument("--split", default="all", help="split (default: all)")
+    stats.add_argument("--min-votes", type=int, default=None, help="only rows with >= N votes")
+    stats.add_argument(
+        "--by",
+        choices=("split", "votes", "prompt", "is_imagenet", "none"),
+        default="split",
+        help="grouping (default: %(default)s)",
+    )
+    stats.add_argument("--quiet", action="store_true", help="no progress bars")
+    stats.set_defaults(run=_cmd_stats)
+
+    build = commands.add_parser(
+        "build",
+        help="build the cached Arrow table",
+        description="Validate the CSV, check every image and build the memory-mapped Arrow "
+        "table under $NIGHTS_HOME/tables (load_nights does this on first use).",
+    )
+    _add_root(build)
+    _add_build_options(build)
+    build.add_argument("--rebuild", action="store_true", help="build again even if cached")
+    build.set_defaults(run=_cmd_build)
+
+    filt = commands.add_parser(
+        "filter",
+        help="write a vote-filtered split",
+        description="Select triplets by votes or ids and write them as a NIGHTS folder "
+        "(data.csv + images) or Parquet shards, with provenance.json.",
+    )
+    _add_root(filt)
+    filt.add_argument(
+        "--split",
+        default="all",
+        help="train, val, test, test_imagenet, test_no_imagenet or all (default)",
+    )
+    filt.add_argument("--min-votes", type=int, default=None, help="keep rows with >= N votes")
+    filt.add_argument("--max-votes", type=int, default=None, help="keep rows with <= N votes")
+    filt.add_argument(
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="keep rows whose majority share is >= X (0.5..1)",
+    )
+    unanimity = filt.add_mutually_exclusive_group()
+    unanimity.add_argument(
+        "--unanimous",
+        dest="unanimous",
+        action="store_true",
+        default=None,
+        help="keep unanimous rows only",
+    )
+    unanimity.add_argument(
+        "--not-unanimous",
+        dest="unanimous",
+        action="store_false",
+        help="keep non-unanimous rows only",
+    )
+    filt.add_argument("--ids", type=Path, default=None, help="file of ids to keep, one a line")
+    filt.add_argument("--exclude-ids", type=Path, default=None, help="file of ids to drop")
+    filt.add_argument("--out", type=Path, required=False, help="folder to write")
+    filt.add_argument(
+        "--format",
+        choices=("nights", "parquet"),
+        default="nights",
+        help="output format (default: %(default)s)",
+    )
+    filt.add_argument(
+        "--link",
+        choices=("auto", "copy", "hardlink", "symlink"),
+        default="auto",
+        help="how images are placed in a NIGHTS folder (default: %(default)s)",
+    )
+    filt.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    filt.add_argument("--note", default=None, help="text stored in provenance.json")
+    filt.add_argument("--dry-run", action="store_true", help="count, write nothing")
+    filt.add_argument("--quiet", action="store_true", help="no progress bars")
+    filt.set_defaults(run=_cmd_filter)
+
+    verify = commands.add_parser(
+        "verify",
+        help="check the CSV and every image",
+        description="Validate the CSV and check that every referenced image exists and "
+        "decodes; print sizes and problems. Exits 1 when anything is wrong.",
+    )
+    _add_root(verify, ("nights", "unfiltered", "jnd"))
+    verify.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="read image headers only (faster, misses truncated files)",
+    )
+    verify.add_argument("--report", type=Path, default=None, help="write a JSON report here")
+    verify.add_argument("--quiet", action="store_true", help="no progress bars")
+    verify.set_defaults(run=_cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "filter" and not args.out and not args.dry_run:
+        parser.error("filter: --out is required (or --dry-run)")
+    try:
+        return args.run(args)
+    except (NightsError, FileExistsError, ValueError) as error:
+        print(f"nights {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

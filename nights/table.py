@@ -1,0 +1,529 @@
+"""The triplet table: NIGHTS as a memory-mapped Arrow ``datasets.Dataset``, built once.
+
+One row per triplet with the columns of ``data.csv`` and three ``datasets.Image`` columns
+(``ref``, ``left``, ``right``). The first :func:`load_nights` for a folder validates the CSV,
+checks every image and writes Arrow shards under ``NIGHTS_HOME/tables``; later calls
+memory-map them and decode nothing.
+
+How the images are stored (choose with ``images=``):
+
+* ``"path"`` (default): the Arrow rows hold the absolute path of each original PNG. Nothing is
+  copied (the full release is 58 GB), nothing is re-encoded; images decode from the folder.
+* ``"bytes"``: the original PNG bytes, unchanged, inside the Arrow files: a self-contained copy
+  that no longer needs the folder (what :func:`nights.votes.write_split` puts into Parquet).
+* ``image_size=N``: a pre-resized copy, resized as DreamSim preprocesses (RGB, PIL bicubic,
+  square) and stored as lossless PNG; small and fast to iterate for scoring.
+
+The cache key is the CSV's sha256, the folder and these options; ``rebuild=True`` forces a new
+build (for instance after images were replaced in place). An interrupted build resumes from its
+finished shards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from . import _paths
+from .errors import DatasetNotFoundError, IntegrityError, NightsError
+from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
+from .schema import read_data_csv, read_jnd_csv, read_raw_csv
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test", "test_imagenet", "test_no_imagenet", "all")
+VARIANTS = ("nights", "unfiltered", "jnd")
+_SHARD_ROWS = 1000
+_MAX_LISTED = 100
+_DOWNLOAD_HINT = (
+    "Download it with `nights download full --root DIR` (or the chunked release), or write the "
+    "synthetic sample with `nights sample DIR`, then pass root=DIR."
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a table comes from: its CSV and the folder its image paths are relative to."""
+
+    variant: str
+    csv_path: Path
+    image_root: Path
+
+    @property
+    def image_columns(self) -> tuple[str, ...]:
+        return ("ref", "distort") if self.variant == "jnd" else ("ref", "left", "right")
+
+
+def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> Source:
+    """Finds the CSV of ``variant`` in ``root`` (a release folder or a ``NIGHTS_HOME``-like one).
+
+    ``root`` may be the folder holding the CSV (``.../nights``) or the folder above it
+    (``NIGHTS_HOME``, or what ``nights sample`` writes); ``None`` means ``NIGHTS_HOME``.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    base = Path(root).expanduser() if root is not None else _paths.nights_home()
+    if variant == "nights":
+        candidates = [
+            (base / _paths.DATA_CSV, base),
+            (base / _paths.NIGHTS_DIR / _paths.DATA_CSV, base / _paths.NIGHTS_DIR),
+        ]
+    elif variant == "unfiltered":
+        candidates = [
+            (base / _paths.RAW_CSV, base),
+            (base / _paths.UNFILTERED_DIR / _paths.RAW_CSV, base / _paths.UNFILTERED_DIR),
+        ]
+    else:  # JND pairs point at images of the 20k release
+        candidates = [
+            (base / _paths.JND_CSV, base / _paths.NIGHTS_DIR),
+            (base / _paths.JND_CSV, base),
+            (base.parent / _paths.JND_CSV, base),
+        ]
+    for csv_path, image_root in candidates:
+        if csv_path.is_file() and (variant != "jnd" or image_root.is_dir()):
+            return Source(variant, csv_path.resolve(), image_root.resolve())
+    looked = ", ".join(sorted({str(csv) for csv, _ in candidates}))
+    raise DatasetNotFoundError(
+        f"No NIGHTS {variant} data found (looked for {looked}). " + _DOWNLOAD_HINT
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_source_csv(source: Source) -> pd.DataFrame:
+    """The validated CSV of a source, with the reader its variant needs."""
+    reader = {"nights": read_data_csv, "unfiltered": read_raw_csv, "jnd": read_jnd_csv}
+    return reader[source.variant](source.csv_path)
+
+
+def _features(source: Source, frame: pd.DataFrame):
+    from datasets import Features, Image, Value
+
+    images = {name: Image() for name in source.image_columns}
+    if source.variant == "jnd":
+        fields = {
+            "id": Value("int64"),
+            **images,
+            "same": Value("float64"),
+            "votes": Value("int64"),
+            "ref_path": Value("string"),
+            "distort_path": Value("string"),
+        }
+    else:
+        fields = {
+            "id": Value("int64"),
+            **images,
+            "left_vote": Value("float64"),
+            "right_vote": Value("float64"),
+            "votes": Value("int64"),
+            "split": Value("string"),
+            "is_imagenet": Value("bool"),
+            "prompt": Value("string"),
+            "ref_path": Value("string"),
+            "left_path": Value("string"),
+            "right_path": Value("string"),
+        }
+    for name in frame.columns:
+        fields.setdefault(name, Value("string"))
+    return Features(fields)
+
+
+def _check_all_images(source: Source, frame: pd.DataFrame, progress: bool | None) -> None:
+    """Reads every image header; raises one IntegrityError listing every bad file."""
+    paths = sorted({path for column in source.image_columns for path in frame[f"{column}_path"]})
+    with ThreadPoolExecutor(8) as pool:
+        reasons = dict(
+            zip(
+                paths,
+                pool.map(
+                    lambda rel: check_image(source.image_root / rel, decode=False),
+                    tqdm(paths, desc="checking images", unit="img", disable=_quiet(progress)),
+                ),
+            )
+        )
+    bad = [
+        (row.id, column, getattr(row, f"{column}_path"))
+        for row in frame.itertuples()
+        for column in source.image_columns
+        if reasons[getattr(row, f"{column}_path")]
+    ]
+    if bad:
+        raise IntegrityError(_list_bad_images(source, [(i, c, p, reasons[p]) for i, c, p in bad]))
+
+
+def _list_bad_images(source: Source, bad: list[tuple[int, str, str, str]]) -> str:
+    lines = [
+        f"  id {triplet_id}, {column}: {source.image_root / path}: {reason}"
+        for triplet_id, column, path, reason in bad
+    ]
+    more = f"\n  ... and {len(lines) - _MAX_LISTED} more" if len(lines) > _MAX_LISTED else ""
+    return (
+        f"{len(bad)} image reference(s) in {source.csv_path} are unusable:\n"
+        + "\n".join(lines[:_MAX_LISTED])
+        + more
+        + "\nRestore the files (re-run the download, which resumes) and load again."
+    )
+
+
+def _quiet(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: None hides the bar when stderr is not a terminal."""
+    return None if progress is None else not progress
+
+
+def _encode_resized(task: tuple[str, int]) -> bytes | str:
+    """Worker: the resized PNG bytes of one file, or the reason it failed."""
+    path, size = task
+    try:
+        return encode_png(resize_like_dreamsim(open_rgb(path), size))
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"cannot be decoded ({error})"
+
+
+class _ImageEncoder:
+    """Turns relative image paths into ``datasets.Image`` storage for one storage mode."""
+
+    def __init__(self, source: Source, images: str, image_size: int | None, jobs: int):
+        self.source, self.images, self.image_size = source, images, image_size
+        self.pool = ProcessPoolExecutor(jobs) if image_size and jobs > 1 else None
+
+    def close(self) -> None:
+        if self.pool:
+            self.pool.shutdown()
+
+    def encode(self, relative_paths: Sequence[str]) -> dict[str, dict | str]:
+        """Maps each path to its storage dict, or to a string saying why it failed."""
+        unique = sorted(set(relative_paths))
+        absolute = [str(self.source.image_root / rel) for rel in unique]
+        if self.image_size:
+            tasks = [(path, self.image_size) for path in absolute]
+            mapper = (
+                self.pool.map(_encode_resized, tasks, chunksize=8)
+                if self.pool
+                else map(_encode_resized, tasks)
+            )
+            encoded = dict(zip(unique, mapper))
+            return {
+                rel: value if isinstance(value, str) else {"bytes": value, "path": rel}
+                for rel, value in encoded.items()
+            }
+        if self.images == "bytes":
+            return {
+                rel: {"bytes": Path(path).read_bytes(), "path": rel}
+                for rel, path in zip(unique, absolute)
+            }
+        return {rel: {"bytes": None, "path": path} for rel, path in zip(unique, absolute)}
+
+
+def _shard_table(
+    frame: pd.DataFrame, features, source: Source, encoder: _ImageEncoder, failures: list
+) -> pa.Table | None:
+    columns = {}
+    for name in features:
+        if name in source.image_columns:
+            encoded = encoder.encode(frame[f"{name}_path"].tolist())
+            for row_id, rel in zip(frame["id"], frame[f"{name}_path"]):
+                if isinstance(encoded[rel], str):
+                    failures.append((int(row_id), name, rel, encoded[rel]))
+            columns[name] = [
+                encoded[rel] if isinstance(encoded[rel], dict) else None
+                for rel in frame[f"{name}_path"]
+            ]
+        else:
+            values = frame[name].astype(object).where(frame[name].notna(), None)
+            columns[name] = [
+                None if v is None else (str(v) if features[name].dtype == "string" else v)
+                for v in values
+            ]
+    return pa.Table.from_pydict(columns, schema=features.arrow_schema)
+
+
+def _write_arrow(table: pa.Table, path: Path) -> None:
+    """Atomic: written beside, renamed into place, so a shard that exists is complete."""
+    partial = path.with_suffix(".partial")
+    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=100)
+    os.replace(partial, path)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """One builder per cache entry at a time; a second one waits for the first."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    images: str = "path"
+    image_size: int | None = None
+
+    def validate(self) -> None:
+        if self.images not in ("path", "bytes"):
+            raise ValueError(f"images must be 'path' or 'bytes', not {self.images!r}")
+        if self.image_size is not None and not 8 <= self.image_size <= 4096:
+            raise ValueError(f"image_size must be between 8 and 4096, not {self.image_size}")
+
+
+def build_table(
+    source: Source,
+    options: BuildOptions = BuildOptions(),
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    rebuild: bool = False,
+    progress: bool | None = None,
+    jobs: int | None = None,
+) -> Path:
+    """Builds (or finds) the cached Arrow table of ``source``; returns its folder.
+
+    The folder holds ``shard-NNNNN.arrow`` files and ``meta.json``; it appears under its final
+    name only once complete.
+    """
+    options.validate()
+    csv_sha256 = _file_sha256(source.csv_path)
+    key_fields = {
+        "format": FORMAT_VERSION,
+        "variant": source.variant,
+        "csv": csv_sha256,
+        "root": str(source.image_root),
+        "images": options.images,
+        "image_size": options.image_size,
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
+    cache = _paths.table_cache_dir(cache_dir)
+    final = cache / f"{source.variant}-{key}"
+    with _locked(cache / f".{final.name}.lock"):
+        if (final / "meta.json").is_file() and not rebuild:
+            return final
+        partial = cache / f".{final.name}.partial"
+        if rebuild:
+            shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True, exist_ok=True)
+        frame = read_source_csv(source)
+        _check_all_images(source, frame, progress)
+        features = _features(source, frame)
+        started = time.time()
+        _write_shards(source, options, frame, features, partial, progress, jobs)
+        meta = {
+            **key_fields,
+            "csv_path": str(source.csv_path),
+            "rows": len(frame),
+            "shards": sorted(p.name for p in partial.glob("shard-*.arrow")),
+            "build_seconds": round(time.time() - started, 3),
+        }
+        (partial / "meta.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        logger.info("built %s (%d rows) in %.1f s", final, len(frame), meta["build_seconds"])
+        return final
+
+
+def _write_shards(source, options, frame, features, partial, progress, jobs) -> None:
+    encoder = _ImageEncoder(source, options.images, options.image_size, jobs or os.cpu_count() or 1)
+    failures: list = []
+    starts = range(0, len(frame), _SHARD_ROWS)
+    try:
+        for number, start in enumerate(
+            tqdm(
+                starts,
+                desc=f"building {source.variant} table",
+                unit="shard",
+                disable=_quiet(progress),
+            )
+        ):
+            shard = partial / f"shard-{number:05d}.arrow"
+            if shard.exists():  # finished by an earlier, interrupted build
+                continue
+            before = len(failures)
+            table = _shard_table(
+                frame.iloc[start : start + _SHARD_ROWS], features, source, encoder, failures
+            )
+            if len(failures) == before:
+                _write_arrow(table, shard)
+    finally:
+        encoder.close()
+    if failures:
+        raise IntegrityError(_list_bad_images(source, failures))
+
+
+def open_table(folder: Path):
+    """Memory-maps a built table folder as one ``datasets.Dataset``."""
+    from datasets import Dataset, concatenate_datasets
+
+    meta = json.loads((folder / "meta.json").read_text())
+    shards = [Dataset.from_file(str(folder / name)) for name in meta["shards"]]
+    table = shards[0] if len(shards) == 1 else concatenate_datasets(shards)
+    table.info.description = json.dumps({"nights": meta})
+    return table
+
+
+def table_meta(table) -> dict:
+    """What a table was built from (CSV hash, folder, options), as recorded at build time."""
+    try:
+        return dict(json.loads(table.info.description or "{}").get("nights", {}))
+    except json.JSONDecodeError:
+        return {}
+
+
+def select_split(table, split: str | None, min_votes: int | None):
+    """Rows of one split (see :data:`SPLITS`) with at least ``min_votes`` votes."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    data = table.data
+    mask = np.ones(len(table), dtype=bool)
+    if split != "all":
+        if "split" not in table.column_names:
+            raise NightsError("this table has no split column; use split='all'")
+        splits = data.column("split").to_numpy(zero_copy_only=False)
+        base = "test" if split.startswith("test") else split
+        mask &= splits == base
+        if split != base:
+            imagenet = data.column("is_imagenet").to_numpy(zero_copy_only=False)
+            mask &= (imagenet == True) if split == "test_imagenet" else (imagenet == False)  # noqa: E712
+        if not mask.any() and not (splits == base).any():
+            found = sorted({str(s) for s in splits})
+            raise NightsError(
+                f"no row has split {base!r} (splits present: {', '.join(found)}); "
+                "use split='all' for tables without splits"
+            )
+    if min_votes is not None:
+        votes = data.column("votes").to_numpy(zero_copy_only=False)
+        votes = np.where(pd.isna(votes), -1, votes).astype(np.int64)
+        mask &= votes >= min_votes
+    selected = table.select(np.flatnonzero(mask), keep_in_memory=True)
+    return with_step(table, selected, {"split": split, "min_votes": min_votes})
+
+
+def with_step(table, selected, step: dict):
+    """``selected`` (rows of ``table``) with ``step`` appended to its recorded filters.
+
+    The record travels in ``info.description`` and ends up in ``provenance.json``.
+    """
+    meta = table_meta(table)
+    meta["filters"] = [*meta.get("filters", []), step]
+    selected.info.description = json.dumps({"nights": meta})
+    return selected
+
+
+def load_nights(
+    split: str | None = "test",
+    root: str | os.PathLike | None = None,
+    variant: str = "nights",
+    min_votes: int | None = 6,
+    *,
+    images: str = "path",
+    image_size: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    rebuild: bool = False,
+    progress: bool | None = None,
+    jobs: int | None = None,
+):
+    """Loads NIGHTS as a memory-mapped ``datasets.Dataset``, one row per triplet.
+
+    Args:
+        split: ``train``, ``val``, ``test``, ``test_imagenet``, ``test_no_imagenet`` or ``all``;
+            ``None`` gives a ``DatasetDict`` of ``train``, ``val`` and ``test``.
+        root: the release folder (holding ``data.csv``) or the folder above it; ``None`` is
+            ``NIGHTS_HOME`` (default ``~/.cache/nights``).
+        variant: ``nights`` (the 20k release) or ``unfiltered`` (``nights_raw.csv``).
+        min_votes: keep rows with at least this many votes. The default 6 is upstream's view
+            (its published test numbers use it); ``None`` keeps every row.
+        images: ``"path"`` (default, no copy) or ``"bytes"`` (original PNG bytes embedded).
+        image_size: store a pre-resized copy (DreamSim's bicubic resize) for fast scoring.
+        cache_dir: where built tables live (default ``NIGHTS_HOME/tables``).
+        rebuild: build again even if a cached table exists.
+        progress: show progress bars (default: when stderr is a terminal).
+        jobs: processes used to resize images (default: one per CPU).
+
+    Columns: ``id, ref, left, right`` (``datasets.Image``), ``left_vote, right_vote, votes,
+    split, is_imagenet, prompt, ref_path, left_path, right_path`` (the paths exactly as in the
+    CSV, swapped sides included), plus any unknown columns of an unfiltered CSV.
+
+    Raises:
+        DatasetNotFoundError: nothing at ``root``; the message says how to download.
+        SchemaError: the CSV is malformed (file, line, column and value named).
+        IntegrityError: images are missing or unreadable (every one listed with its triplet).
+
+    Example::
+
+        >>> from nights import load_nights
+        >>> test = load_nights(split="test", root="~/data/nights")   # doctest: +SKIP
+        >>> row = test[0]; row["ref"].size, row["right_vote"]        # doctest: +SKIP
+        ((768, 768), 1.0)
+    """
+    if variant == "jnd":
+        raise ValueError("use load_jnd() for the JND votes")
+    source = resolve_source(root, variant)
+    table = open_table(
+        build_table(
+            source,
+            BuildOptions(images, image_size),
+            cache_dir=cache_dir,
+            rebuild=rebuild,
+            progress=progress,
+            jobs=jobs,
+        )
+    )
+    if split is None:
+        from datasets import DatasetDict
+
+        return DatasetDict(
+            {name: select_split(table, name, min_votes) for name in ("train", "val", "test")}
+        )
+    return select_split(table, split, min_votes)
+
+
+def load_jnd(
+    root: str | os.PathLike | None = None,
+    *,
+    images: str = "path",
+    image_size: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    rebuild: bool = False,
+    progress: bool | None = None,
+    jobs: int | None = None,
+):
+    """Loads the JND votes as a ``datasets.Dataset``, one row per (reference, distortion) pair.
+
+    Columns: ``id, ref, distort`` (images), ``same`` (fraction of "same" answers), ``votes``,
+    ``ref_path, distort_path`` and any unknown columns of ``jnd_votes.csv``. ``root`` is a
+    ``NIGHTS_HOME``-like folder holding ``jnd_votes.csv`` and ``nights/``, or the ``nights/``
+    folder with ``jnd_votes.csv`` inside or beside it. Other arguments as :func:`load_nights`.
+    """
+    source = resolve_source(root, "jnd")
+    return open_table(
+        build_table(
+            source,
+            BuildOptions(images, image_size),
+            cache_dir=cache_dir,
+            rebuild=rebuild,
+            progress=progress,
+            jobs=jobs,
+        )
+    )

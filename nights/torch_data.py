@@ -1,0 +1,83 @@
+"""Batches of decoded triplets for PyTorch: ``(ref, left, right, p, id)``.
+
+``ref``, ``left`` and ``right`` are float tensors ``[B, 3, S, S]`` in [0, 1] (what DreamSim's
+model takes), ``p`` is ``right_vote`` (the fraction of people who chose the right image, float32)
+and ``id`` the triplet ids (int64). Images already at size ``S`` (a table built with
+``image_size=S``) are only decoded; others are resized as DreamSim preprocesses them.
+
+Example::
+
+    >>> from nights import load_nights
+    >>> from nights.torch_data import to_torch
+    >>> loader = to_torch(load_nights("test", image_size=224), batch_size=32)  # doctest: +SKIP
+    >>> ref, left, right, p, ids = next(iter(loader))                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .images import open_rgb, resize_like_dreamsim
+
+_COLUMNS = ("ref", "left", "right", "right_vote", "id")
+
+
+def _to_tensor(storage: dict, size: int) -> torch.Tensor:
+    image = resize_like_dreamsim(open_rgb(storage["bytes"] or storage["path"]), size)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+
+class TripletDataset(torch.utils.data.Dataset):
+    """A map-style torch dataset over a triplet table; fetches whole batches in one Arrow read."""
+
+    def __init__(self, table, image_size: int = 224):
+        missing = [name for name in _COLUMNS if name not in table.column_names]
+        if missing:
+            raise ValueError(f"the table lacks column(s) {', '.join(missing)}")
+        self.table = table.select_columns(list(_COLUMNS)).with_format("arrow")
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple]:
+        rows = self.table[indices].to_pylist()
+        return [
+            (
+                *(_to_tensor(row[name], self.image_size) for name in ("ref", "left", "right")),
+                row["right_vote"],
+                row["id"],
+            )
+            for row in rows
+        ]
+
+    def __getitem__(self, index: int) -> tuple:
+        return self.__getitems__([index])[0]
+
+
+def collate_triplets(batch: list[tuple]) -> tuple[torch.Tensor, ...]:
+    """Stacks ``(ref, left, right, p, id)`` items; images become float in [0, 1]."""
+    refs, lefts, rights, ps, ids = zip(*batch)
+    images = [torch.stack(group).float().div_(255) for group in (refs, lefts, rights)]
+    return (*images, torch.tensor(ps, dtype=torch.float32), torch.tensor(ids, dtype=torch.int64))
+
+
+def to_torch(
+    table,
+    batch_size: int = 32,
+    image_size: int = 224,
+    *,
+    num_workers: int = 0,
+    shuffle: bool = False,
+    **loader_kwargs,
+) -> torch.utils.data.DataLoader:
+    """A ``DataLoader`` of ``(ref, left, right, p, id)`` batches over a triplet table."""
+    return torch.utils.data.DataLoader(
+        TripletDataset(table, image_size),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_triplets,
+        **loader_kwargs,
+    )

@@ -1,0 +1,136 @@
+"""Checks a NIGHTS folder: the CSV, and that every referenced image exists and decodes.
+
+Example::
+
+    >>> from nights.verify import verify_folder
+    >>> report = verify_folder("~/data/nights")          # doctest: +SKIP
+    >>> report.ok, report.summary()                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from .errors import SchemaError
+from .images import inspect_image
+from .table import Source, read_source_csv, resolve_source
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_folder` found; ``ok`` is False when anything is wrong."""
+
+    csv_path: str
+    image_root: str
+    rows: int = 0
+    images_checked: int = 0
+    schema_error: str | None = None
+    problems: list[dict] = field(default_factory=list)
+    image_kinds: dict[str, int] = field(default_factory=dict)
+    total_bytes: int = 0
+    unreferenced: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.schema_error is None and not self.problems
+
+    def summary(self, limit: int = 50) -> str:
+        lines = [
+            f"CSV: {self.csv_path}",
+            f"images under: {self.image_root}",
+            f"rows: {self.rows}",
+            f"images checked: {self.images_checked} ({self.total_bytes / 1e6:.1f} MB)",
+        ]
+        lines += [f"  {count} x {kind}" for kind, count in sorted(self.image_kinds.items())]
+        if self.unreferenced:
+            lines.append(f"image files not referenced by the CSV: {self.unreferenced}")
+        if self.schema_error:
+            lines.append(f"CSV problem: {self.schema_error}")
+        if self.problems:
+            lines.append(f"{len(self.problems)} bad image reference(s):")
+            lines += [
+                f"  id {p['id']}, {p['column']}: {p['path']}: {p['problem']}"
+                for p in self.problems[:limit]
+            ]
+            if len(self.problems) > limit:
+                lines.append(f"  ... and {len(self.problems) - limit} more (see --report)")
+        lines.append("OK" if self.ok else "PROBLEMS FOUND")
+        return "\n".join(lines)
+
+
+def verify_folder(
+    root: str | os.PathLike | None = None,
+    variant: str = "nights",
+    *,
+    decode: bool = True,
+    jobs: int = 8,
+    progress: bool | None = None,
+) -> VerifyReport:
+    """Validates the CSV of ``variant`` under ``root`` and checks every image it references.
+
+    Args:
+        decode: decode every pixel (finds truncated files); False reads headers only.
+        jobs: threads reading images (PNG decoding releases the GIL).
+    """
+    source: Source = resolve_source(root, variant)
+    report = VerifyReport(str(source.csv_path), str(source.image_root))
+    try:
+        frame = read_source_csv(source)
+    except SchemaError as error:
+        report.schema_error = str(error)
+        return report
+    report.rows = len(frame)
+    columns = source.image_columns
+    paths = sorted({p for column in columns for p in frame[f"{column}_path"]})
+    with ThreadPoolExecutor(jobs) as pool:
+        results = dict(
+            zip(
+                paths,
+                pool.map(
+                    lambda rel: inspect_image(source.image_root / rel, decode),
+                    tqdm(
+                        paths,
+                        desc="verifying images",
+                        unit="img",
+                        disable=None if progress is None else not progress,
+                    ),
+                ),
+            )
+        )
+    report.images_checked = len(paths)
+    report.image_kinds = dict(Counter(kind for _, kind in results.values() if kind))
+    report.total_bytes = sum(
+        (source.image_root / rel).stat().st_size
+        for rel, (problem, _) in results.items()
+        if problem is None
+    )
+    for row in frame.itertuples():
+        for column in columns:
+            relative = getattr(row, f"{column}_path")
+            problem = results[relative][0]
+            if problem:
+                report.problems.append(
+                    {
+                        "id": int(row.id),
+                        "column": column,
+                        "path": str(source.image_root / relative),
+                        "problem": problem,
+                    }
+                )
+    if variant != "jnd":  # JND votes cover a subset of the release's images by design
+        referenced = {str(source.image_root / rel) for rel in paths}
+        report.unreferenced = sum(
+            1
+            for folder in ("ref", "distort")
+            if (source.image_root / folder).is_dir()
+            for path in (source.image_root / folder).rglob("*")
+            if path.suffix.lower() in _IMAGE_SUFFIXES and str(path) not in referenced
+        )
+    return report
