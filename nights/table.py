@@ -12,7 +12,7 @@ How the images are stored (choose with ``images=``):
 * ``"bytes"``: the original PNG bytes, unchanged, inside the Arrow files: a self-contained copy
   that no longer needs the folder (what :func:`nights.votes.write_split` puts into Parquet).
 * ``image_size=N``: a pre-resized copy, resized as DreamSim preprocesses (RGB, PIL bicubic,
-  square) and stored as lossless PNG; small and fast to iterate for scoring.
+  square) and stored as uncompressed (lossless) PNG; small and fast to iterate for scoring.
 
 The cache key is the CSV's sha256, the folder and these options; ``rebuild=True`` forces a new
 build (for instance after images were replaced in place). An interrupted build resumes from its
@@ -46,7 +46,7 @@ from .schema import read_data_csv, read_jnd_csv, read_raw_csv
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test", "test_imagenet", "test_no_imagenet", "all")
 VARIANTS = ("nights", "unfiltered", "jnd")
 _SHARD_ROWS = 1000
