@@ -72,11 +72,35 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _remote_info(args) -> int:
+    """Counts per split from data.csv read out of the remote nights.zip (no image fetched)."""
+    import tempfile
+
+    from .releases import CSV_IN_FULL_ZIP, FULL_ZIP, file_url
+    from .remote_zip import RemoteZip
+    from .schema import read_data_csv
+    from .transfer import HttpClient
+
+    remote = RemoteZip(HttpClient(), file_url(FULL_ZIP, args.base_url), FULL_ZIP)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "data.csv"
+        path.write_bytes(remote.read(CSV_IN_FULL_ZIP))
+        frame = read_data_csv(path)
+    print(f"{remote.url}: {remote.size / 1e9:.2f} GB, {len(remote.names())} members")
+    counts = frame.groupby("split").agg(
+        triplets=("id", "size"), votes_ge_6=("votes", lambda v: int((v >= 6).sum()))
+    )
+    print(counts.to_string())
+    return 0
+
+
 def _cmd_info(args) -> int:
     from .errors import DatasetNotFoundError
     from .table import VARIANTS, load_nights, resolve_source
     from .votes import agreement_stats
 
+    if args.remote:
+        return _remote_info(args)
     print(f"NIGHTS_HOME: {_paths.nights_home()}")
     found_any = False
     for variant in VARIANTS:
@@ -103,7 +127,7 @@ def _cmd_info(args) -> int:
         print(stats.to_string(float_format=lambda v: f"{v:.3f}"))
     if not found_any:
         print(
-            "nothing here yet: `nights download full` fetches the release, "
+            "nothing here yet: `nights download chunked` fetches the release, "
             "`nights sample DIR` writes the synthetic sample"
         )
     return 0
@@ -175,11 +199,42 @@ def _cmd_filter(args) -> int:
     return 0
 
 
+def _cmd_download(args) -> int:
+    from .download import download
+    from .transfer import HttpClient, RetryPolicy
+    from .votes import read_id_file
+
+    client = HttpClient(
+        connections=args.jobs,
+        timeout=(10.0, args.timeout),
+        retry=RetryPolicy(attempts=args.retries),
+    )
+    report = download(
+        args.variant,
+        args.root,
+        split=args.split,
+        ids=sorted(read_id_file(args.ids)) if args.ids else None,
+        jobs=args.jobs,
+        base_url=args.base_url,
+        dry_run=args.dry_run,
+        keep_archives=args.keep_archives,
+        progress=_progress(args),
+        client=client,
+    )
+    summary = report.summary()
+    print(summary if args.dry_run or args.verbose else summary.splitlines()[-1])
+    return 0
+
+
 def _cmd_verify(args) -> int:
     from .verify import verify_folder
 
     report = verify_folder(
-        args.root, args.variant, decode=not args.no_decode, progress=_progress(args)
+        args.root,
+        args.variant,
+        decode=not args.no_decode,
+        checksums=not args.no_checksums,
+        progress=_progress(args),
     )
     print(report.summary())
     if args.report:
@@ -224,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(all rows, and those upstream keeps with votes >= 6).",
     )
     info.add_argument("--root", type=Path, default=None, help="NIGHTS folder")
+    info.add_argument(
+        "--remote",
+        action="store_true",
+        help="counts from the server's data.csv, read out of nights.zip with "
+        "Range requests (nothing else is downloaded)",
+    )
+    info.add_argument("--base-url", default=None, help="mirror (default: $NIGHTS_BASE_URL)")
     info.add_argument("--quiet", action="store_true", help="no progress bars")
     info.set_defaults(run=_cmd_info)
 
@@ -310,6 +372,56 @@ def build_parser() -> argparse.ArgumentParser:
     filt.add_argument("--quiet", action="store_true", help="no progress bars")
     filt.set_defaults(run=_cmd_filter)
 
+    from .releases import RELEASES
+
+    download = commands.add_parser(
+        "download",
+        help="download a release (resumable, parallel, verified)",
+        description="Download a NIGHTS release into --root (default $NIGHTS_HOME). "
+        + " ".join(f"{r.name}: {r.description}." for r in RELEASES.values())
+        + " Interrupted, the same command resumes without refetching finished "
+        "files. --split/--ids fetch only those triplets' images out of nights.zip.",
+    )
+    download.add_argument("variant", choices=list(RELEASES), help="which release")
+    download.add_argument(
+        "--root", type=Path, default=None, help="download root (default: $NIGHTS_HOME)"
+    )
+    download.add_argument(
+        "--split",
+        default=None,
+        choices=("train", "val", "test", "test_imagenet", "test_no_imagenet", "all"),
+        help="fetch only this split's images",
+    )
+    download.add_argument(
+        "--ids",
+        type=Path,
+        default=None,
+        help="fetch only these triplets (a file of ids, one a line)",
+    )
+    download.add_argument(
+        "--jobs", type=int, default=8, help="simultaneous connections (default: %(default)s)"
+    )
+    download.add_argument(
+        "--base-url", default=None, help="mirror URL (default: $NIGHTS_BASE_URL or upstream's host)"
+    )
+    download.add_argument(
+        "--dry-run", action="store_true", help="print what would be fetched and how many bytes"
+    )
+    download.add_argument(
+        "--keep-archives", action="store_true", help="keep the zips after extraction"
+    )
+    download.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds without data before a retry (default: %(default)s)",
+    )
+    download.add_argument(
+        "--retries", type=int, default=8, help="tries per request (default: %(default)s)"
+    )
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(run=_cmd_download)
+
     verify = commands.add_parser(
         "verify",
         help="check the CSV and every image",
@@ -321,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-decode",
         action="store_true",
         help="read image headers only (faster, misses truncated files)",
+    )
+    verify.add_argument(
+        "--no-checksums",
+        action="store_true",
+        help="check sizes only against the download manifest, not sha256",
     )
     verify.add_argument("--report", type=Path, default=None, help="write a JSON report here")
     verify.add_argument("--quiet", action="store_true", help="no progress bars")

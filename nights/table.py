@@ -52,8 +52,8 @@ VARIANTS = ("nights", "unfiltered", "jnd")
 _SHARD_ROWS = 1000
 _MAX_LISTED = 100
 _DOWNLOAD_HINT = (
-    "Download it with `nights download full --root DIR` (or the chunked release), or write the "
-    "synthetic sample with `nights sample DIR`, then pass root=DIR."
+    "Download it with `nights download chunked --root DIR` (or load_nights(..., download=True)),"
+    " or write the synthetic sample with `nights sample DIR`, then pass root=DIR."
 )
 
 
@@ -443,6 +443,8 @@ def load_nights(
     rebuild: bool = False,
     progress: bool | None = None,
     jobs: int | None = None,
+    download: bool = False,
+    base_url: str | None = None,
 ):
     """Loads NIGHTS as a memory-mapped ``datasets.Dataset``, one row per triplet.
 
@@ -460,6 +462,8 @@ def load_nights(
         rebuild: build again even if a cached table exists.
         progress: show progress bars (default: when stderr is a terminal).
         jobs: processes used to resize images (default: one per CPU).
+        download: when nothing is at ``root``, download the release there first (the chunked
+            release for ``nights``; see :func:`nights.download.download`), from ``base_url``.
 
     Columns: ``id, ref, left, right`` (``datasets.Image``), ``left_vote, right_vote, votes,
     split, is_imagenet, prompt, ref_path, left_path, right_path`` (the paths exactly as in the
@@ -479,7 +483,20 @@ def load_nights(
     """
     if variant == "jnd":
         raise ValueError("use load_jnd() for the JND votes")
-    source = resolve_source(root, variant)
+    try:
+        source = resolve_source(root, variant)
+    except DatasetNotFoundError:
+        if not download:
+            raise
+        from .download import download as fetch
+
+        fetch(
+            "chunked" if variant == "nights" else variant,
+            root,
+            base_url=base_url,
+            progress=progress,
+        )
+        source = resolve_source(root, variant)
     table = open_table(
         build_table(
             source,

@@ -33,13 +33,15 @@ class VerifyReport:
     images_checked: int = 0
     schema_error: str | None = None
     problems: list[dict] = field(default_factory=list)
+    manifest_files: int = 0
+    manifest_problems: list[str] = field(default_factory=list)
     image_kinds: dict[str, int] = field(default_factory=dict)
     total_bytes: int = 0
     unreferenced: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.schema_error is None and not self.problems
+        return self.schema_error is None and not self.problems and not self.manifest_problems
 
     def summary(self, limit: int = 50) -> str:
         lines = [
@@ -61,6 +63,12 @@ class VerifyReport:
             ]
             if len(self.problems) > limit:
                 lines.append(f"  ... and {len(self.problems) - limit} more (see --report)")
+        if self.manifest_files:
+            lines.append(
+                f"download manifest: {self.manifest_files} files, "
+                f"{len(self.manifest_problems)} problem(s)"
+            )
+            lines += [f"  {problem}" for problem in self.manifest_problems[:limit]]
         lines.append("OK" if self.ok else "PROBLEMS FOUND")
         return "\n".join(lines)
 
@@ -70,17 +78,29 @@ def verify_folder(
     variant: str = "nights",
     *,
     decode: bool = True,
+    checksums: bool = True,
     jobs: int = 8,
     progress: bool | None = None,
 ) -> VerifyReport:
     """Validates the CSV of ``variant`` under ``root`` and checks every image it references.
 
+    When the folder came from ``nights download``, every file of its manifest is also checked
+    against the recorded size and sha256.
+
     Args:
         decode: decode every pixel (finds truncated files); False reads headers only.
+        checksums: compare sha256 with the download manifest (False: sizes only).
         jobs: threads reading images (PNG decoding releases the GIL).
     """
+    from .download import STATE_DIR, check_manifest, read_manifest
+
     source: Source = resolve_source(root, variant)
     report = VerifyReport(str(source.csv_path), str(source.image_root))
+    for download_root in (source.csv_path.parent, source.csv_path.parent.parent):
+        if (download_root / STATE_DIR / "done").is_dir():
+            report.manifest_files = len(read_manifest(download_root))
+            report.manifest_problems = check_manifest(download_root, checksums)
+            break
     try:
         frame = read_source_csv(source)
     except SchemaError as error:

@@ -63,8 +63,8 @@ def agreement_stats(table, by: str | None = "split") -> pd.DataFrame:
     return stats.sort_index()
 
 
-def _read_ids(ids: Iterable[int] | str | os.PathLike | None) -> set[int] | None:
-    """An id collection, or a text file of ids (one per line, ``#`` comments allowed)."""
+def read_id_file(ids: Iterable[int] | str | os.PathLike | None) -> set[int] | None:
+    """Ids from a text file (one per line, ``#`` comments allowed) or from a collection."""
     if ids is None:
         return None
     if isinstance(ids, (str, os.PathLike)):
@@ -117,7 +117,7 @@ def filter_votes(
         mask &= majority >= min_agreement - 1e-9
     if unanimous is not None:
         mask &= (majority >= 1.0 - 1e-9) == unanimous
-    keep, drop = _read_ids(ids), _read_ids(exclude_ids)
+    keep, drop = read_id_file(ids), read_id_file(exclude_ids)
     if keep is not None:
         mask &= frame["id"].isin(keep).to_numpy()
     if drop is not None:

@@ -1,0 +1,468 @@
+"""Downloading NIGHTS releases: whole, or only the images of a split or a list of ids.
+
+``download("chunked", root)`` fetches what is missing, in parallel, verifies sizes and zip
+CRCs, extracts each archive into a temporary folder and moves the files into place, records the
+sha256 of every file it produced (``root/.nights-download/done/*.json``: the manifest that
+``nights verify`` checks), and deletes each archive once extracted. Interrupted at any point
+(Ctrl-C, kill -9), the same call finishes the job without fetching finished files again.
+
+After any download, ``root/nights`` is a folder that :func:`nights.load_nights` and upstream's
+loader read directly. Example::
+
+    >>> from nights.download import download
+    >>> download("chunked", "~/data")                      # doctest: +SKIP
+    >>> download("full", "~/data", split="test")           # doctest: +SKIP  (test images only)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+from . import _paths
+from .errors import DownloadError, IntegrityError
+from .releases import CSV_IN_FULL_ZIP, FULL_ZIP, RELEASES, ReleaseFile, file_url
+from .remote_zip import RemoteZip
+from .schema import read_data_csv
+from .transfer import FileDownload, HttpClient, RemoteInfo
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = ".nights-download"
+_SPACE_MARGIN = 1 << 30
+_PARTIAL_SPLITS = ("train", "val", "test", "test_imagenet", "test_no_imagenet", "all")
+
+
+@dataclass
+class DownloadReport:
+    """What a :func:`download` call did (or, with ``dry_run``, would do)."""
+
+    variant: str
+    root: Path
+    planned: list[tuple[str, int | None, str]] = field(default_factory=list)
+    bytes_to_fetch: int = 0
+    bytes_received: int = 0
+    files_produced: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"{self.variant} -> {self.root}"]
+        for path, size, status in self.planned:
+            lines.append(f"  {status:<10} {_human(size):>10}  {path}")
+        lines.append(f"to fetch: {_human(self.bytes_to_fetch)}")
+        if self.seconds:
+            lines.append(
+                f"received {_human(self.bytes_received)} in {self.seconds:.1f} s; "
+                f"{self.files_produced} file(s) written"
+            )
+        return "\n".join(lines)
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return str(size)
+
+
+# -- bookkeeping: lock, done records (the manifest), atomic writes --
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    state = root / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise DownloadError(
+                f"another download is running in {root} "
+                f"({handle.read().strip() or 'pid unknown'}); wait for it "
+                "or stop it, then run again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _record_path(root: Path, name: str) -> Path:
+    return root / STATE_DIR / "done" / f"{name}.json"
+
+
+def _write_json_atomic(path: Path, payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+
+
+def _write_record(root: Path, name: str, source: str, files: dict[str, dict], **extra) -> None:
+    """Records what one unit of work produced; ``sequence`` orders records that overlap
+    (``nights/data.csv`` is rewritten by subset downloads)."""
+    _write_json_atomic(
+        _record_path(root, name),
+        {"source": source, "files": files, "sequence": time.time_ns(), **extra},
+    )
+
+
+def read_manifest(root: str | os.PathLike) -> dict[str, dict]:
+    """Every file the downloads under ``root`` produced: ``{relative path: {sha256, size}}``."""
+    done = Path(root) / STATE_DIR / "done"
+    records = [json.loads(p.read_text()) for p in done.glob("*.json")] if done.is_dir() else []
+    manifest: dict[str, dict] = {}
+    for record in sorted(records, key=lambda r: r["sequence"]):
+        manifest.update(record["files"])
+    return manifest
+
+
+def check_manifest(root: str | os.PathLike, checksums: bool = True) -> list[str]:
+    """Files of the manifest that are missing or differ (size, and sha256 with ``checksums``)."""
+    root = Path(root)
+    problems = []
+    for relative, expected in sorted(read_manifest(root).items()):
+        path = root / relative
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(
+                f"{path}: {path.stat().st_size} bytes, manifest says {expected['size']}"
+            )
+        elif checksums and _sha256(path) != expected["sha256"]:
+            problems.append(f"{path}: sha256 differs from the manifest")
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _place(data_or_path: bytes | Path, target: Path) -> dict:
+    """Writes bytes or moves a finished file to ``target`` atomically; returns its record."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data_or_path, bytes):
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        temporary.write_bytes(data_or_path)
+        digest, size = hashlib.sha256(data_or_path).hexdigest(), len(data_or_path)
+    else:
+        temporary, digest, size = data_or_path, _sha256(data_or_path), data_or_path.stat().st_size
+    os.replace(temporary, target)
+    return {"sha256": digest, "size": size}
+
+
+def _safe_member_path(name: str, target_folder: str, archive: str) -> str | None:
+    """The member's path under the download root, or None for folder entries.
+
+    Chunk archives hold ``NNN/...``; if one holds ``ref/NNN/...`` instead (the layout is not
+    published), the repeated folder name is dropped.
+    """
+    parts = PurePosixPath(name).parts
+    if name.endswith("/") or not parts:
+        return None
+    if PurePosixPath(name).is_absolute() or ".." in parts:
+        raise IntegrityError(f"{archive}: member {name!r} would be written outside the folder")
+    if target_folder and parts[0] == PurePosixPath(target_folder).name and len(parts) > 1:
+        parts = parts[1:]
+    return str(PurePosixPath(target_folder, *parts))
+
+
+def _extract(archive: Path, target_folder: str, root: Path, what: str) -> dict[str, dict]:
+    """Extracts with CRC checks into a temporary folder, then moves each file into place."""
+    records = {}
+    scratch = Path(tempfile.mkdtemp(prefix=f"extract-{archive.name}-", dir=root / STATE_DIR))
+    try:
+        staged = []
+        with zipfile.ZipFile(archive) as opened:
+            for info in opened.infolist():
+                relative = _safe_member_path(info.filename, target_folder, what)
+                if relative is None:
+                    continue
+                staging = scratch / relative
+                staging.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with opened.open(info) as member, open(staging, "wb") as out:
+                    for block in iter(lambda member=member: member.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+                records[relative] = {"sha256": digest.hexdigest(), "size": info.file_size}
+                staged.append((staging, relative))
+        for staging, relative in staged:
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, root / relative)
+    except zipfile.BadZipFile as error:
+        archive.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"{what}: the archive is corrupt ({error}); it was deleted, run "
+            "the same command again to fetch it anew"
+        ) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return records
+
+
+# -- whole releases --
+
+
+def _probe(client: HttpClient, files: list[ReleaseFile], base: str | None, jobs: int):
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(lambda f: client.info(file_url(f.path, base), f.path), files))
+
+
+def _check_space(root: Path, needed: int) -> None:
+    free = shutil.disk_usage(root).free
+    if needed + _SPACE_MARGIN > free:
+        raise DownloadError(
+            f"not enough free space in {root}: {_human(needed)} needed (download plus "
+            f"extraction) and 1 GB spare, {_human(free)} free. Free some space or choose "
+            "another --root (the parts already fetched are kept)"
+        )
+
+
+def _fetch_unit(
+    client,
+    release_file: ReleaseFile,
+    info: RemoteInfo,
+    root: Path,
+    segments: int,
+    keep_archives: bool,
+    bar,
+) -> int:
+    """Downloads one release file, extracts it when it is an archive, records the result."""
+    staging = root / STATE_DIR / "files" / release_file.name
+    fetched = FileDownload(
+        client, info.url, staging, release_file.path, segments=segments, on_bytes=bar.update
+    ).run(info)
+    if release_file.is_archive:
+        records = _extract(fetched, release_file.target, root, release_file.path)
+    else:
+        records = {release_file.target: _place(fetched, root / release_file.target)}
+    _write_record(root, release_file.name, info.url, records)
+    if release_file.is_archive and not keep_archives:
+        fetched.unlink(missing_ok=True)
+    return len(records)
+
+
+def _fetch_csv_from_full_zip(client: HttpClient, root: Path, base: str | None) -> int:
+    """data.csv out of nights.zip by Range requests (the chunked release lacks it)."""
+    remote = RemoteZip(client, file_url(FULL_ZIP, base), FULL_ZIP)
+    record = _place(remote.read(CSV_IN_FULL_ZIP), root / "nights" / "data.csv")
+    _write_record(root, "data.csv", f"{remote.url}#{CSV_IN_FULL_ZIP}", {"nights/data.csv": record})
+    return 1
+
+
+def download(
+    variant: str = "chunked",
+    root: str | os.PathLike | None = None,
+    *,
+    split: str | None = None,
+    ids: list[int] | None = None,
+    jobs: int = 8,
+    base_url: str | None = None,
+    dry_run: bool = False,
+    keep_archives: bool = False,
+    progress: bool | None = None,
+    client: HttpClient | None = None,
+) -> DownloadReport:
+    """Fetches a release (see :data:`nights.releases.RELEASES`) into ``root``.
+
+    Args:
+        variant: ``full``, ``chunked``, ``unfiltered``, ``jnd`` or ``csv``.
+        root: the download root (default ``NIGHTS_HOME``); the 20k release lands in
+            ``root/nights``.
+        split / ids: fetch only the images of these triplets (``full``/``chunked``/``csv``),
+            read out of ``nights.zip`` with coalesced Range requests.
+        jobs: simultaneous connections.
+        base_url: a mirror (default ``$NIGHTS_BASE_URL`` or upstream's host).
+        dry_run: report what would be fetched and how many bytes; change nothing.
+        keep_archives: keep the zips after extraction (default: deleted once extracted).
+
+    Raises:
+        DownloadError: a file is missing on the server (file and URL named), the server keeps
+            failing, disk space is short, or another download holds the folder.
+        IntegrityError: an archive is corrupt (it is deleted so that a rerun refetches it).
+    """
+    if variant not in RELEASES:
+        raise ValueError(f"variant must be one of {', '.join(RELEASES)}, not {variant!r}")
+    root = Path(root).expanduser() if root is not None else _paths.nights_home()
+    root.mkdir(parents=True, exist_ok=True)
+    client = client or HttpClient(connections=jobs)
+    started = time.monotonic()
+    with _exclusive(root):
+        if split is not None or ids is not None:
+            report = _download_subset(
+                client, variant, root, split, ids, jobs, base_url, dry_run, progress
+            )
+        else:
+            report = _download_release(
+                client, variant, root, jobs, base_url, dry_run, keep_archives, progress
+            )
+    report.bytes_received = client.bytes_received
+    report.seconds = 0.0 if dry_run else time.monotonic() - started
+    return report
+
+
+def _download_release(client, variant, root, jobs, base, dry_run, keep_archives, progress):
+    release = RELEASES[variant]
+    report = DownloadReport(variant, root)
+    todo = [f for f in release.files if not _record_path(root, f.name).exists()]
+    for done in (f for f in release.files if f not in todo):
+        report.planned.append((done.path, None, "done"))
+    infos = _probe(client, todo, base, jobs) if todo else []
+    unpack = 0
+    for release_file, info in zip(todo, infos):
+        staging = root / STATE_DIR / "files" / release_file.name
+        remaining = FileDownload(client, info.url, staging, release_file.path).remaining_bytes(info)
+        partial = remaining is not None and info.size is not None and remaining < info.size
+        report.planned.append((release_file.path, info.size, "resume" if partial else "fetch"))
+        report.bytes_to_fetch += remaining or 0
+        unpack += (info.size or 0) if release_file.is_archive else 0
+    needs_csv = variant in ("chunked", "csv") and not _record_path(root, "data.csv").exists()
+    if needs_csv:
+        report.planned.append((f"{FULL_ZIP}#{CSV_IN_FULL_ZIP}", None, "fetch"))
+    if dry_run:
+        return report
+    _check_space(root, report.bytes_to_fetch + unpack)
+    segments = jobs if len(todo) == 1 else 1
+    with (
+        tqdm(
+            total=report.bytes_to_fetch,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"nights {variant}",
+            disable=None if progress is None else not progress,
+            smoothing=0.1,
+        ) as bar,
+        ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool,
+    ):
+        futures = [
+            pool.submit(_fetch_unit, client, f, info, root, segments, keep_archives, bar)
+            for f, info in zip(todo, infos)
+        ]
+        report.files_produced = sum(future.result() for future in futures)
+    if needs_csv:
+        report.files_produced += _fetch_csv_from_full_zip(client, root, base)
+    return report
+
+
+# -- a split or a list of ids, out of nights.zip --
+
+
+def _select_rows(frame, split: str | None, ids: list[int] | None):
+    if split is not None:
+        if split not in _PARTIAL_SPLITS:
+            raise ValueError(f"split must be one of {', '.join(_PARTIAL_SPLITS)}, not {split!r}")
+        if split != "all":
+            frame = frame[frame["split"] == ("test" if split.startswith("test") else split)]
+        if split == "test_imagenet":
+            frame = frame[frame["is_imagenet"]]
+        if split == "test_no_imagenet":
+            frame = frame[~frame["is_imagenet"]]
+    if ids is not None:
+        frame = frame[frame["id"].isin(set(ids))]
+    return frame
+
+
+def _subset_csv(full_csv: Path, frame, nights: Path) -> bytes:
+    """data.csv with the rows whose three images are all present (earlier subsets included),
+    so that the folder loads as it is, here and in upstream's loader."""
+    present = {
+        identifier
+        for identifier, *paths in zip(
+            frame["id"], frame["ref_path"], frame["left_path"], frame["right_path"]
+        )
+        if all((nights / path).is_file() for path in paths)
+    }
+    with open(full_csv, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        id_column = header.index("id")
+        kept = [row for row in reader if row and int(float(row[id_column])) in present]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(kept)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _download_subset(client, variant, root, split, ids, jobs, base, dry_run, progress):
+    if variant not in ("full", "chunked", "csv"):
+        raise DownloadError(
+            f"--split/--ids fetch images of the 20k release out of {FULL_ZIP}; "
+            f"the {variant} release cannot be fetched in part"
+        )
+    remote = RemoteZip(client, file_url(FULL_ZIP, base), FULL_ZIP)
+    full_csv = root / STATE_DIR / "data.csv"
+    _place(remote.read(CSV_IN_FULL_ZIP), full_csv)
+    frame = read_data_csv(full_csv)
+    rows = _select_rows(frame, split, ids)
+    nights = root / "nights"
+    wanted = sorted(
+        {path for column in ("ref_path", "left_path", "right_path") for path in rows[column]}
+    )
+    missing = [
+        p
+        for p in wanted
+        if not (nights / p).is_file()
+        or (nights / p).stat().st_size != remote.getinfo(f"nights/{p}").file_size
+    ]
+    report = DownloadReport(f"{variant} ({split or ''}{' ids' if ids is not None else ''})", root)
+    member_bytes = sum(remote.getinfo(f"nights/{p}").compress_size for p in missing)
+    report.planned.append(
+        (
+            f"{len(rows)} triplets, {len(missing)} of {len(wanted)} images "
+            f"missing, out of a {_human(remote.size)} archive",
+            member_bytes,
+            "fetch" if missing else "done",
+        )
+    )
+    report.bytes_to_fetch = member_bytes
+    if dry_run:
+        return report
+    _check_space(root, member_bytes)
+    records = {}
+    with tqdm(
+        total=member_bytes,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"nights {split or 'ids'}",
+        disable=None if progress is None else not progress,
+    ) as bar:
+        for info, data in remote.iter_members([f"nights/{p}" for p in missing], jobs=jobs):
+            records[info.filename] = _place(data, root / info.filename)
+            bar.update(info.compress_size)
+    records["nights/data.csv"] = _place(_subset_csv(full_csv, frame, nights), nights / "data.csv")
+    name = hashlib.sha256(json.dumps([split, sorted(ids or [])]).encode()).hexdigest()[:12]
+    _write_record(root, f"subset-{name}", remote.url, records, split=split)
+    report.files_produced = len(records)
+    return report

@@ -1,0 +1,437 @@
+"""Downloads against real HTTP servers on 127.0.0.1, with injected faults."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import nights.transfer
+from nights import DownloadError, IntegrityError, load_nights, make_synthetic_nights
+from nights.cli import main
+from nights.download import STATE_DIR, check_manifest, download, read_manifest
+from nights.remote_zip import RemoteZip, group_members
+from nights.testing import Fault, ReleaseServer, make_release_archives
+from nights.transfer import HttpClient, RetryPolicy
+from nights.verify import verify_folder
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    return make_synthetic_nights(
+        tmp_path_factory.mktemp("dl") / "home", n_triplets=40, image_size=32, seed=11
+    )
+
+
+@pytest.fixture(scope="module")
+def mirror(sample, tmp_path_factory) -> Path:
+    return make_release_archives(sample, tmp_path_factory.mktemp("mirror") / "m")
+
+
+@pytest.fixture
+def server(mirror):
+    with ReleaseServer(mirror) as running:
+        yield running
+
+
+def fast_client(attempts: int = 6, read_timeout: float = 5.0, jobs: int = 4) -> HttpClient:
+    return HttpClient(
+        connections=jobs,
+        timeout=(2.0, read_timeout),
+        retry=RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05),
+    )
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_chunked_release_is_the_sample_plus_data_csv_from_the_full_zip(server, sample, tmp_path):
+    report = download(
+        "chunked", tmp_path, base_url=server.url, client=fast_client(), progress=False
+    )
+    assert tree_digest(tmp_path / "nights") == tree_digest(sample / "nights")
+    assert check_manifest(tmp_path) == []
+    assert set(read_manifest(tmp_path)) == {f"nights/{p}" for p in tree_digest(sample / "nights")}
+    assert report.files_produced == len(tree_digest(sample / "nights"))
+    # data.csv came out of nights.zip by ranges: nights.zip itself was never fetched whole.
+    full_zip = [r for r in server.log if r.path == "/nights.zip" and r.method == "GET"]
+    assert full_zip and all(r.range for r in full_zip)
+    assert sum(r.body_bytes for r in full_zip) < (server_root(server) / "nights.zip").stat().st_size
+    assert not list((tmp_path / STATE_DIR / "files").glob("*"))  # archives deleted
+    table = load_nights("test", root=tmp_path, cache_dir=tmp_path / "tables")
+    assert len(table) == len(load_nights("test", root=sample, cache_dir=tmp_path / "t2"))
+    again = download("chunked", tmp_path, base_url=server.url, client=fast_client())
+    assert again.bytes_to_fetch == 0 and again.files_produced == 0
+
+
+def server_root(server) -> Path:
+    return server._server.root
+
+
+def test_full_zip64_release(server, sample, tmp_path):
+    archive = server_root(server) / "nights.zip"
+    assert b"PK\x06\x06" in archive.read_bytes()[-200:]  # a zip64 end of central directory
+    download(
+        "full",
+        tmp_path,
+        base_url=server.url,
+        client=fast_client(jobs=4),
+        jobs=4,
+        progress=False,
+        keep_archives=True,
+    )
+    assert tree_digest(tmp_path / "nights") == tree_digest(sample / "nights")
+    kept = tmp_path / STATE_DIR / "files" / "nights.zip"
+    assert kept.read_bytes() == archive.read_bytes()
+    assert check_manifest(tmp_path) == []
+
+
+def test_large_file_is_fetched_as_parallel_ranges(server, tmp_path):
+    archive = server_root(server) / "nights.zip"
+    size = archive.stat().st_size
+    dest = tmp_path / "nights.zip"
+    nights.transfer.FileDownload(
+        fast_client(jobs=4),
+        server.url + "nights.zip",
+        dest,
+        "nights.zip",
+        segments=4,
+        min_segment_bytes=size // 8,
+    ).run()
+    assert dest.read_bytes() == archive.read_bytes()
+    ranged = [r for r in server.log if r.path == "/nights.zip" and r.body_bytes > 1]
+    assert len(ranged) == 4 and len({r.range for r in ranged}) == 4
+
+
+def test_unfiltered_and_jnd_releases(server, sample, tmp_path):
+    download("unfiltered", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    download("jnd", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert tree_digest(tmp_path / "nights_unfiltered") == tree_digest(sample / "nights_unfiltered")
+    assert (tmp_path / "jnd_votes.csv").read_bytes() == (sample / "jnd_votes.csv").read_bytes()
+    table = load_nights(
+        "all", root=tmp_path, variant="unfiltered", min_votes=None, cache_dir=tmp_path / "tables"
+    )
+    assert len(table) == 20
+
+
+def test_server_that_ignores_range(mirror, sample, tmp_path, caplog):
+    with ReleaseServer(mirror, honour_ranges=False) as plain:
+        caplog.set_level(logging.WARNING)
+        download("full", tmp_path / "a", base_url=plain.url, client=fast_client(), progress=False)
+        assert tree_digest(tmp_path / "a" / "nights") == tree_digest(sample / "nights")
+        with pytest.raises(DownloadError, match="does not honour Range"):
+            download("full", tmp_path / "b", split="test", base_url=plain.url, client=fast_client())
+
+
+def test_resume_after_a_dropped_connection_uses_range(server, mirror, sample, tmp_path):
+    server.faults.append(Fault("drop", path="nights.zip", after=20_000, times=3))
+    download("full", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert tree_digest(tmp_path / "nights") == tree_digest(sample / "nights")
+    gets = [r for r in server.log if r.path == "/nights.zip" and r.body_bytes > 1]
+    assert any(r.range and not r.range.startswith("bytes=0-") for r in gets)
+    assert sum(r.body_bytes for r in gets) < 1.2 * (mirror / "nights.zip").stat().st_size
+
+
+def test_interrupted_transfer_resumes_where_it_stopped(server, mirror, tmp_path):
+    server.faults.append(Fault("drop", path="nights.zip", after=50_000, times=1))
+    with pytest.raises(DownloadError, match=r"nights.zip: giving up after 1 tries.*Run the same"):
+        download(
+            "full", tmp_path, base_url=server.url, client=fast_client(attempts=1), progress=False
+        )
+    part = tmp_path / STATE_DIR / "files" / "nights.zip.part"
+    assert part.exists() and not (tmp_path / "nights").exists()
+    before = server.body_bytes()
+    report = download("full", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    size = (mirror / "nights.zip").stat().st_size
+    assert report.planned[0][2] == "resume"
+    assert server.body_bytes() - before <= size - 50_000 + 10
+    assert check_manifest(tmp_path) == []
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_retried(server, sample, tmp_path, status):
+    server.faults.append(Fault("status", status=status, times=4))
+    download("chunked", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert tree_digest(tmp_path / "nights") == tree_digest(sample / "nights")
+    assert sum(1 for r in server.log if r.status == status) == 4
+
+
+def test_stall_past_the_read_timeout_is_retried(server, sample, tmp_path):
+    server.faults.append(Fault("stall", path="jnd_votes.csv", seconds=1.5, times=1))
+    download(
+        "jnd", tmp_path, base_url=server.url, client=fast_client(read_timeout=0.5), progress=False
+    )
+    assert (tmp_path / "jnd_votes.csv").read_bytes() == (sample / "jnd_votes.csv").read_bytes()
+
+
+def test_wrong_content_length_is_survived_or_reported(server, mirror, sample, tmp_path):
+    expected = (sample / "jnd_votes.csv").read_bytes()
+    # Announced longer than sent: retried, and the Content-Range total settles the size.
+    server.faults.append(Fault("short", path="jnd_votes.csv", after=100, times=1000))
+    download("jnd", tmp_path / "a", base_url=server.url, client=fast_client(), progress=False)
+    assert (tmp_path / "a" / "jnd_votes.csv").read_bytes() == expected
+    # Without ranges the length is all there is: retried, then reported; no file left.
+    with ReleaseServer(mirror, honour_ranges=False) as plain:
+        plain.faults.append(Fault("short", path="jnd_votes.csv", after=100, times=2))
+        download("jnd", tmp_path / "b", base_url=plain.url, client=fast_client(), progress=False)
+        assert (tmp_path / "b" / "jnd_votes.csv").read_bytes() == expected
+        plain.faults.append(Fault("short", path="jnd_votes.csv", after=100, times=1000))
+        with pytest.raises(DownloadError, match=r"jnd_votes\.csv: giving up after 3 tries"):
+            download(
+                "jnd",
+                tmp_path / "c",
+                base_url=plain.url,
+                client=fast_client(attempts=3),
+                progress=False,
+            )
+    assert not (tmp_path / "c" / "jnd_votes.csv").exists()
+    assert not read_manifest(tmp_path / "c")
+
+
+def test_corrupted_byte_in_a_zip_member_is_caught_and_nothing_is_placed(server, mirror, tmp_path):
+    archive = mirror / "nights_chunked" / "distort" / "000.zip"
+    server.faults.append(
+        Fault("corrupt", path="nights_chunked/distort/000.zip", offset=archive.stat().st_size // 2)
+    )
+    with pytest.raises(
+        IntegrityError,
+        match=r"nights_chunked/distort/000.zip: the archive is "
+        r"corrupt.*run the same command again",
+    ):
+        download("chunked", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert not (tmp_path / "nights" / "distort" / "000").exists()
+    assert not (tmp_path / STATE_DIR / "files" / "nights_chunked__distort__000.zip").exists()
+    assert "nights/distort/000" not in " ".join(read_manifest(tmp_path))
+    server.faults.clear()
+    download("chunked", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert check_manifest(tmp_path) == []
+
+
+def test_missing_chunk_names_the_file_and_the_url(server, mirror, sample, tmp_path):
+    chunk = mirror / "nights_chunked" / "ref" / "001.zip"
+    hidden = chunk.with_suffix(".hidden")
+    chunk.rename(hidden)
+    try:
+        with pytest.raises(DownloadError) as error:
+            download("chunked", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+        assert "nights_chunked/ref/001.zip: HTTP 404" in str(error.value)
+        assert f"{server.url}nights_chunked/ref/001.zip" in str(error.value)
+    finally:
+        hidden.rename(chunk)
+    download("chunked", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert tree_digest(tmp_path / "nights") == tree_digest(sample / "nights")
+
+
+def test_redirect_to_a_mirror(server, mirror, sample, tmp_path):
+    with ReleaseServer(mirror, redirect_to=server.url) as front:
+        download("chunked", tmp_path, base_url=front.url, client=fast_client(), progress=False)
+        assert any(r.status == 302 for r in front.log)
+    assert tree_digest(tmp_path / "nights") == tree_digest(sample / "nights")
+
+
+def test_a_second_download_on_the_same_folder_is_refused(server, tmp_path):
+    (tmp_path / STATE_DIR).mkdir(parents=True)
+    with open(tmp_path / STATE_DIR / "lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DownloadError, match="another download is running"):
+            download("jnd", tmp_path, base_url=server.url, client=fast_client())
+
+
+def test_free_space_check_gives_the_numbers(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(1, 1, 5000))
+    with pytest.raises(DownloadError, match=r"not enough free space .* needed .* 5.0 KB free"):
+        download("chunked", tmp_path, base_url=server.url, client=fast_client())
+    assert not (tmp_path / "nights").exists()
+
+
+def test_dry_run_fetches_nothing(server, mirror, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "download",
+                "chunked",
+                "--root",
+                str(tmp_path),
+                "--base-url",
+                server.url,
+                "--dry-run",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    output = capsys.readouterr().out
+    assert "nights_chunked/ref/000.zip" in output and "to fetch:" in output
+    assert all(r.body_bytes <= 1 for r in server.log)
+    assert not (tmp_path / "nights").exists()
+
+
+def test_split_test_fetches_only_its_images(server, mirror, sample, tmp_path):
+    before = server.body_bytes()
+    download(
+        "full", tmp_path, split="test", base_url=server.url, client=fast_client(), progress=False
+    )
+    fetched = server.body_bytes() - before
+    assert fetched < 0.6 * (mirror / "nights.zip").stat().st_size
+    frame = pd.read_csv(sample / "nights" / "data.csv")
+    test_rows = frame[frame["split"] == "test"]
+    local = pd.read_csv(tmp_path / "nights" / "data.csv")
+    assert local["id"].tolist() == test_rows["id"].tolist()
+    present = {
+        str(p.relative_to(tmp_path / "nights")) for p in (tmp_path / "nights").rglob("*.png")
+    }
+    wanted = set(test_rows["ref_path"]) | set(test_rows["left_path"]) | set(test_rows["right_path"])
+    assert present == wanted
+    assert check_manifest(tmp_path) == []
+    table = load_nights("test", root=tmp_path, cache_dir=tmp_path / "tables")
+    assert table["id"] == test_rows[test_rows["votes"] >= 6]["id"].tolist()
+    # A second subset adds to the first; data.csv lists both.
+    download(
+        "full", tmp_path, split="val", base_url=server.url, client=fast_client(), progress=False
+    )
+    both = frame[frame["split"].isin(["test", "val"])]
+    assert pd.read_csv(tmp_path / "nights" / "data.csv")["id"].tolist() == both["id"].tolist()
+    assert check_manifest(tmp_path) == []
+
+
+def test_ids_file_through_the_cli(server, sample, tmp_path):
+    frame = pd.read_csv(sample / "nights" / "data.csv")
+    ids = frame["id"].tolist()[:3]
+    id_file = tmp_path / "ids.txt"
+    id_file.write_text("\n".join(map(str, ids)) + "\n")
+    root = tmp_path / "root"
+    assert (
+        main(
+            [
+                "download",
+                "csv",
+                "--ids",
+                str(id_file),
+                "--root",
+                str(root),
+                "--base-url",
+                server.url,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert pd.read_csv(root / "nights" / "data.csv")["id"].tolist() == ids
+    assert len(list((root / "nights").rglob("*.png"))) == 9
+
+
+def test_remote_info_reads_counts_without_images(server, sample, capsys):
+    assert main(["info", "--remote", "--base-url", server.url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    frame = pd.read_csv(sample / "nights" / "data.csv")
+    counts = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in lines[-3:]}
+    for split in ("train", "val", "test"):
+        rows = frame[frame["split"] == split]
+        assert counts[split] == [len(rows), int((rows["votes"] >= 6).sum())]
+    assert all(r.range for r in server.log if r.method == "GET")
+
+
+def test_load_nights_can_download(server, sample, tmp_path):
+    table = load_nights(
+        "val",
+        root=tmp_path / "fresh",
+        download=True,
+        base_url=server.url,
+        cache_dir=tmp_path / "tables",
+        progress=False,
+    )
+    assert table["id"] == load_nights("val", root=sample, cache_dir=tmp_path / "t2")["id"]
+
+
+def test_verify_checks_the_manifest(server, tmp_path):
+    download("chunked", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert verify_folder(tmp_path).ok
+    some_image = next((tmp_path / "nights" / "ref").rglob("*.png"))
+    data = bytearray(some_image.read_bytes())
+    data[-20] ^= 0xFF  # same size, other content (in the PNG trailer: still decodes or not)
+    some_image.write_bytes(bytes(data))
+    report = verify_folder(tmp_path, decode=False)
+    assert not report.ok and any("sha256 differs" in p for p in report.manifest_problems)
+
+
+def test_member_grouping_merges_neighbours_only():
+    import zipfile
+
+    def member(name, offset, size):
+        info = zipfile.ZipInfo(name)
+        info.header_offset, info.compress_size = offset, size
+        return info
+
+    names = ["a", "b", "c", "d"]
+    infos = [member(n, o, 1000) for n, o in zip(names, [0, 1100, 500_000, 510_000])]
+    groups = group_members(infos, gap=10_000, max_span=1 << 20)
+    assert [[m.filename for m in g.members] for g in groups] == [["a", "b"], ["c", "d"]]
+    tight = group_members(infos, gap=10_000, max_span=2000)
+    assert len(tight) == 4
+
+
+def test_remote_zip_reads_one_member_with_few_requests(server, sample):
+    archive = RemoteZip(fast_client(), server.url + "nights.zip")
+    assert archive.read("nights/data.csv") == (sample / "nights" / "data.csv").read_bytes()
+    assert len([r for r in server.log if r.method == "GET"]) <= 4
+    with pytest.raises(DownloadError, match=r"has no member 'nights/absent\.csv'"):
+        archive.read("nights/absent.csv")
+
+
+@pytest.mark.slow
+def test_kill_9_mid_download_then_rerun_gives_identical_files(mirror, tmp_path):
+    with ReleaseServer(mirror) as reference_server:
+        download(
+            "chunked",
+            tmp_path / "reference",
+            base_url=reference_server.url,
+            client=fast_client(),
+            progress=False,
+        )
+    with ReleaseServer(mirror, rate_limit=40_000) as slow:
+        command = [
+            sys.executable,
+            "-m",
+            "nights.cli",
+            "download",
+            "chunked",
+            "--root",
+            str(tmp_path / "killed"),
+            "--base-url",
+            slow.url,
+            "--quiet",
+            "--jobs",
+            "4",
+        ]
+        process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(r.body_bytes > 10_000 for r in slow.log):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -signal.SIGKILL
+    interrupted = tmp_path / "killed" / STATE_DIR / "files"
+    assert any(interrupted.glob("*.part"))  # it really stopped mid-transfer
+    with ReleaseServer(mirror) as fast:
+        assert subprocess.run([*command[:-5], "--base-url", fast.url, "--quiet"]).returncode == 0
+    assert read_manifest(tmp_path / "killed") == read_manifest(tmp_path / "reference")
+    assert tree_digest(tmp_path / "killed" / "nights") == tree_digest(
+        tmp_path / "reference" / "nights"
+    )
+    assert not list((tmp_path / "killed" / STATE_DIR / "files").glob("*"))
