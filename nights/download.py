@@ -351,7 +351,9 @@ def _download_release(client, variant, root, jobs, base, dry_run, keep_archives,
     if dry_run:
         return report
     _check_space(root, report.bytes_to_fetch + unpack)
-    segments = jobs if len(todo) == 1 else 1
+    # Largest first, so that no big file starts last and finishes alone; each file may also be
+    # split into ranges (8 MB at least), all within the client's cap of `jobs` connections.
+    order = sorted(zip(todo, infos), key=lambda pair: -(pair[1].size or 0))
     with (
         tqdm(
             total=report.bytes_to_fetch,
@@ -365,8 +367,8 @@ def _download_release(client, variant, root, jobs, base, dry_run, keep_archives,
         ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool,
     ):
         futures = [
-            pool.submit(_fetch_unit, client, f, info, root, segments, keep_archives, bar)
-            for f, info in zip(todo, infos)
+            pool.submit(_fetch_unit, client, f, info, root, jobs, keep_archives, bar)
+            for f, info in order
         ]
         report.files_produced = sum(future.result() for future in futures)
     if needs_csv:

@@ -75,7 +75,7 @@ def make_release_archives(
                 [(f"{number:03d}/{p.name}", p) for p in members],
             )
     unfiltered = home / "nights_unfiltered"
-    for release_file in RELEASES["unfiltered"].files:
+    for release_file in RELEASES["unfiltered"].files if unfiltered.is_dir() else ():
         target = out / release_file.path
         if not release_file.is_archive:
             target.parent.mkdir(parents=True, exist_ok=True)
