@@ -1,4 +1,35 @@
-"""DreamSim, reimplemented: a drop-in for the upstream ``dreamsim`` package (in progress).
+"""DreamSim, reimplemented: a drop-in for the upstream ``dreamsim`` package.
 
-Must never import ``nights``. See issue 4 for what it will provide.
+Same call, same numbers; the backbones are built on timm from the released files, with no
+torch.hub and no network access once the files are present. Heavy optional libraries (timm,
+peft, safetensors) load only when a model is built. This package never imports ``nights``.
+
+Example::
+
+    >>> from dreamsim import dreamsim
+    >>> model, preprocess = dreamsim(pretrained=True, device="cpu")     # doctest: +SKIP
+    >>> model(preprocess(img_a), preprocess(img_b))                     # doctest: +SKIP
 """
+
+from .errors import CheckpointError, DreamSimError
+from .model import (
+    DreamSim,
+    dreamsim,
+    embed_images,
+    normalize_embedding,
+    preprocess,
+    preprocess_batch,
+)
+from .variants import VARIANTS
+
+__all__ = [
+    "VARIANTS",
+    "CheckpointError",
+    "DreamSim",
+    "DreamSimError",
+    "dreamsim",
+    "embed_images",
+    "normalize_embedding",
+    "preprocess",
+    "preprocess_batch",
+]

@@ -1,0 +1,227 @@
+"""The DreamSim model: backbones, features, embedding normalisation, distances, batching."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .backbones import build_vit, last_block_tokens
+from .lora import merge_adapter, wrap_with_peft
+from .variants import Backbone, Variant, resolve_variant
+from .weights import backbone_state, checkpoint_folder
+
+logger = logging.getLogger(__name__)
+IMAGE_SIZE = 224
+
+
+class Branch(nn.Module):
+    """One backbone with its input normalisation and feature; ``proj`` is a buffer, so
+    ``.to()``, ``.half()`` and ``.bfloat16()`` move it with the rest."""
+
+    def __init__(self, backbone: Backbone, vit: nn.Module, proj: torch.Tensor | None):
+        super().__init__()
+        self.feature = backbone.feature
+        self.model = vit  # the name PEFT's adapter keys use: extractor_list.{i}.model...
+        self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1))
+        self.register_buffer("proj", proj if proj is not None else torch.empty(0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = last_block_tokens(self.model, (images - self.mean) / self.std)
+        if self.feature == "cls":
+            return tokens[:, 0]
+        if self.feature == "embedding":
+            return self.model.norm(tokens)[:, 0] @ self.proj
+        return tokens  # cls_patch: every token of the last block
+
+
+def normalize_embedding(embedding: torch.Tensor) -> torch.Tensor:
+    """Mean over the feature dimension subtracted, then L2-normalised (per token for 3-D)."""
+    centred = embedding - embedding.mean(dim=-1, keepdim=True)
+    return centred / centred.norm(dim=-1, keepdim=True)
+
+
+class DreamSim(nn.Module):
+    """``model(a, b)`` gives distances ``[B]``, ``model.embed(x)`` embeddings.
+
+    Inputs are ``[B, 3, 224, 224]`` float images in [0, 1] (see :func:`preprocess`).
+    """
+
+    def __init__(self, variant: Variant, branches: list[Branch], normalize_embeds: bool):
+        super().__init__()
+        self.variant = variant
+        self.extractor_list = nn.ModuleList(branches)
+        self.normalize_embeds = normalize_embeds
+        self.is_patch = variant.is_patch
+        self.autocast_dtype: torch.dtype | None = None
+
+    def _autocast(self, images: torch.Tensor):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(images.device.type, dtype=self.autocast_dtype)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` embeddings (``[B, T, D]`` tokens for the patch variants), float32 when
+        mixed precision is on."""
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        with self._autocast(images):
+            parts = [branch(images) for branch in self.extractor_list]
+        embedding = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()
+        return normalize_embedding(embedding) if self.normalize_embeds else embedding
+
+    def distance_from_embeddings(
+        self, embed_a: torch.Tensor, embed_b: torch.Tensor
+    ) -> torch.Tensor:
+        """``1 - cos`` of two embeddings (patch variants: concat of CLS and mean patch)."""
+        if self.is_patch:
+            embed_a = torch.cat([embed_a[:, 0], embed_a[:, 1:].mean(dim=1)], dim=-1)
+            embed_b = torch.cat([embed_b[:, 0], embed_b[:, 1:].mean(dim=1)], dim=-1)
+        return 1 - nn.functional.cosine_similarity(embed_a, embed_b, dim=-1)
+
+    def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+        return self.distance_from_embeddings(self.embed(images_a), self.embed(images_b))
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    return (
+        torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        .view(IMAGE_SIZE, IMAGE_SIZE, 3)
+        .permute(2, 0, 1)
+        .float()
+        .div_(255)
+    )
+
+
+def preprocess(image: Image.Image) -> torch.Tensor:
+    """Upstream's preprocessing: RGB, PIL bicubic resize to 224 px, [0, 1], ``[1, 3, 224, 224]``."""
+    return _to_tensor(image).unsqueeze(0)
+
+
+def preprocess_batch(images: torch.Tensor) -> torch.Tensor:
+    """The tensor path for decoded images ``[B, 3, H, W]`` (uint8 or float in [0, 1]).
+
+    Already 224 px: only converted. Otherwise resized with torch's antialiased bicubic, which
+    is close to, not bit-identical with, PIL's: use :func:`preprocess` for exact parity.
+    """
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255)
+    if images.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        images = nn.functional.interpolate(
+            images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", antialias=True
+        ).clamp_(0, 1)
+    return images
+
+
+def default_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def dreamsim(
+    pretrained: bool = True,
+    device: str | torch.device | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    normalize_embeds: bool = True,
+    dreamsim_type: str = "ensemble",
+    use_patch_model: bool = False,
+    dtype: torch.dtype | None = None,
+    *,
+    merge: bool = True,
+    compile: bool = False,
+    verify: bool = True,
+    progress: bool | None = None,
+):
+    """Builds DreamSim; the same call and the same numbers as upstream's ``dreamsim()``.
+
+    Args:
+        pretrained: load the released LoRA weights; download the official zip when nothing is
+            in ``cache_dir``. False: the untuned backbones, and never any network access.
+        device: default CUDA, else MPS, else CPU.
+        cache_dir: folder with the release files or zip, or the zip (default
+            ``$DREAMSIM_HOME``, else ``~/.cache/dreamsim``).
+        normalize_embeds: centre and L2-normalise embeddings (upstream's default here).
+        dreamsim_type: ``ensemble``, ``dino_vitb16``, ``clip_vitb32``, ``open_clip_vitb32``,
+            ``dinov2_vitb14`` or ``synclr_vitb16``.
+        use_patch_model: the CLS + patch variants (dino_vitb16, dinov2_vitb14).
+        dtype: run the backbones under ``torch.autocast`` with this dtype (``torch.bfloat16``
+            or ``torch.float16`` on CUDA); embeddings come back as float32.
+        merge: merge LoRA into the weights (default); False keeps PEFT layers (for training).
+        compile: ``torch.compile`` each backbone.
+        verify: check the files against the recorded sha256 manifest.
+
+    Returns:
+        ``(model, preprocess)``.
+
+    Example::
+
+        >>> model, preprocess = dreamsim(pretrained=True)                # doctest: +SKIP
+        >>> distance = model(preprocess(img_a), preprocess(img_b))       # doctest: +SKIP
+    """
+    variant = resolve_variant(dreamsim_type, use_patch_model)
+    folder = checkpoint_folder(
+        variant,
+        cache_dir,
+        download=pretrained,
+        verify=verify,
+        progress=progress,
+        with_adapter=pretrained,
+    )
+    branches = []
+    for backbone in variant.backbones:
+        state, proj = backbone_state(folder, backbone)
+        vit = build_vit(state, backbone.kind, IMAGE_SIZE, where=str(folder / backbone.checkpoint))
+        branches.append(Branch(backbone, vit, proj))
+    model = DreamSim(variant, branches, normalize_embeds)
+    if pretrained:
+        if merge:
+            merge_adapter(model, folder / variant.adapter)
+        else:
+            model = wrap_with_peft(model, folder / variant.adapter)
+    if compile:
+        for branch in model.extractor_list:
+            branch.model = torch.compile(branch.model)
+    model.autocast_dtype = dtype
+    model = model.to(device or default_device()).eval().requires_grad_(False)
+    return model, preprocess
+
+
+def _load_image(item) -> torch.Tensor:
+    if isinstance(item, torch.Tensor):
+        return preprocess_batch(item.unsqueeze(0) if item.dim() == 3 else item)[0]
+    if not isinstance(item, Image.Image):
+        with Image.open(item) as opened:
+            return _to_tensor(opened)
+    return _to_tensor(item)
+
+
+@torch.inference_mode()
+def embed_images(
+    model: DreamSim, images: Iterable, batch_size: int = 32, progress: bool | None = None
+) -> torch.Tensor:
+    """Embeds PIL images, file paths or ``[3, H, W]`` tensors in batches; ``[N, D]`` on CPU."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    batch, outputs = [], []
+    items = list(images) if not hasattr(images, "__len__") else images
+    for item in tqdm(
+        items, desc="embedding", unit="img", disable=None if progress is None else not progress
+    ):
+        batch.append(_load_image(item))
+        if len(batch) == batch_size:
+            outputs.append(model.embed(torch.stack(batch).to(device)).cpu())
+            batch = []
+    if batch:
+        outputs.append(model.embed(torch.stack(batch).to(device)).cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)

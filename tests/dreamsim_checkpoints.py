@@ -1,0 +1,258 @@
+"""Random-weight checkpoints in the exact layout of DreamSim's release, and a reference
+forward pass written from the spec with plain torch ops (no dreamsim, no timm).
+
+The ViTs are narrow (width 64, two blocks) so that every variant builds in milliseconds; the
+file names, state-dict keys, wrappers and adapter layout are those of the release.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+WIDTH, DEPTH, PROJ = 128, 2, 32  # two heads of 64, as ViT-B has twelve
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+# kind, patch, grid of the stored position table, layer scale
+BACKBONES = {
+    "dino_vitb16": ("dino", 16, 14, False),
+    "clip_vitb16": ("clip", 16, 14, False),
+    "open_clip_vitb16": ("open_clip", 16, 14, False),
+    "clip_vitb32": ("clip", 32, 7, False),
+    "open_clip_vitb32": ("open_clip", 32, 7, False),
+    "dinov2_vitb14": ("dinov2", 14, 37, True),
+    "synclr_vitb16": ("synclr", 16, 14, False),
+}
+VARIANTS = {
+    "ensemble": (
+        [("dino_vitb16", "cls"), ("clip_vitb16", "embedding"), ("open_clip_vitb16", "embedding")],
+        "ensemble_lora",
+    ),
+    "dino_vitb16": ([("dino_vitb16", "cls")], "dino_vitb16_single_lora"),
+    "clip_vitb32": ([("clip_vitb32", "embedding")], "clip_vitb32_single_lora"),
+    "open_clip_vitb32": ([("open_clip_vitb32", "embedding")], "open_clip_vitb32_single_lora"),
+    "dinov2_vitb14": ([("dinov2_vitb14", "cls")], "dinov2_vitb14_single_lora"),
+    "synclr_vitb16": ([("synclr_vitb16", "cls")], "synclr_vitb16_single_lora"),
+    "dino_vitb16_patch": ([("dino_vitb16", "cls_patch")], "dino_vitb16_patch_lora"),
+    "dinov2_vitb14_patch": ([("dinov2_vitb14", "cls_patch")], "dinov2_vitb14_patch_lora"),
+}
+FILES = {
+    "dino_vitb16": "dino_vitb16_pretrain.pth",
+    "dinov2_vitb14": "dinov2_vitb14_pretrain.pth",
+    "synclr_vitb16": "synclr_vit_b_16.pth",
+}
+
+
+def _random_vit(
+    generator: torch.Generator, name: str, width: int, depth: int, proj: int
+) -> dict[str, torch.Tensor]:
+    kind, patch, grid, layer_scale = BACKBONES[name]
+
+    def randn(*shape, scale=0.02):
+        return torch.randn(*shape, generator=generator) * scale
+
+    state = {
+        "cls_token": randn(1, 1, width, scale=0.5),
+        "pos_embed": randn(1, 1 + grid * grid, width, scale=0.5),
+        "patch_embed.proj.weight": randn(width, 3, patch, patch, scale=0.05),
+        "patch_embed.proj.bias": (
+            torch.zeros(width) if kind in ("clip", "open_clip") else randn(width)
+        ),
+        "norm.weight": 1 + randn(width, scale=0.1),
+        "norm.bias": randn(width),
+    }
+    for block in range(depth):
+        prefix = f"blocks.{block}."
+        for norm in ("norm1", "norm2"):
+            state[prefix + norm + ".weight"] = 1 + randn(width, scale=0.1)
+            state[prefix + norm + ".bias"] = randn(width)
+        shapes = {
+            "attn.qkv": (3 * width, width),
+            "attn.proj": (width, width),
+            "mlp.fc1": (4 * width, width),
+            "mlp.fc2": (width, 4 * width),
+        }
+        for layer, shape in shapes.items():
+            state[f"{prefix}{layer}.weight"] = randn(*shape, scale=0.1)
+            state[f"{prefix}{layer}.bias"] = randn(shape[0])
+        if layer_scale:
+            state[prefix + "ls1.gamma"] = 0.5 + randn(width, scale=0.1)
+            state[prefix + "ls2.gamma"] = 0.5 + randn(width, scale=0.1)
+    if kind in ("clip", "open_clip"):
+        state["pos_drop.weight"] = 1 + randn(width, scale=0.1)
+        state["pos_drop.bias"] = randn(width)
+        state["proj"] = randn(width, proj, scale=0.2)
+    if kind == "dinov2":
+        state["mask_token"] = randn(1, width)
+    return state
+
+
+def write_release(
+    folder: Path,
+    variant: str,
+    seed: int = 0,
+    hub_dino: bool = False,
+    lora_alpha: float = 8.0,
+    rank: int = 4,
+    width: int = WIDTH,
+    depth: int = DEPTH,
+    proj: int = PROJ,
+) -> dict:
+    """Writes ``variant``'s files as the release lays them out; returns the weights used.
+
+    ``width=768, depth=12, proj=512`` gives the released sizes (for benchmarks).
+
+    Returns ``{"backbones": [state dicts as the model must use them], "lora": {...}}``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    branches, adapter = VARIANTS[variant]
+    used = []
+    for name, _ in branches:
+        kind = BACKBONES[name][0]
+        state = _random_vit(generator, name, width, depth, proj)
+        path = folder / FILES.get(name, f"{name}_pretrain.pth.tar")
+        if kind == "dino":
+            student = _random_vit(generator, name, width, depth, proj)
+            head = {"mlp.0.weight": torch.randn(8, width, generator=generator)}
+            torch.save(
+                {
+                    "student": {
+                        **{f"module.backbone.{k}": v for k, v in student.items()},
+                        **{f"module.head.{k}": v for k, v in head.items()},
+                    },
+                    "teacher": {
+                        **{f"backbone.{k}": v for k, v in state.items()},
+                        **{f"head.{k}": v for k, v in head.items()},
+                    },
+                    "epoch": 100,
+                },
+                path,
+            )
+            if hub_dino:
+                state = _random_vit(generator, name, width, depth, proj)
+                (folder / "checkpoints").mkdir(exist_ok=True)
+                torch.save(state, folder / "checkpoints" / "dino_vitbase16_pretrain.pth")
+        elif kind in ("clip", "open_clip"):
+            torch.save({"state_dict": state}, path)
+        elif kind == "synclr":
+            torch.save({"model": {f"module.visual.{k}": v for k, v in state.items()}}, path)
+        else:
+            torch.save(state, path)
+        used.append(state)
+    tensors = {}
+    for index in range(len(branches)):
+        for block in range(depth):
+            key = f"base_model.model.extractor_list.{index}.model.blocks.{block}.attn.qkv"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(rank, width, generator=generator) * 0.1
+            tensors[f"{key}.lora_B.weight"] = (
+                torch.randn(3 * width, rank, generator=generator) * 0.1
+            )
+    (folder / adapter).mkdir(exist_ok=True)
+    config = {
+        "r": rank,
+        "lora_alpha": lora_alpha,
+        "lora_dropout": 0.1,
+        "bias": "none",
+        "target_modules": ["qkv"],
+        "peft_type": "LORA",
+        "inference_mode": True,
+    }
+    (folder / adapter / "adapter_config.json").write_text(json.dumps(config))
+    save_file(tensors, str(folder / adapter / "adapter_model.safetensors"))
+    return {"backbones": used, "lora": tensors, "scaling": lora_alpha / rank}
+
+
+# -- the reference computation, from the spec --
+
+
+def _layer_norm(x, state, name, eps):
+    return F.layer_norm(x, (x.shape[-1],), state[f"{name}.weight"], state[f"{name}.bias"], eps)
+
+
+def _depth(state) -> int:
+    return 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+
+
+def reference_tokens(state, images, kind, qkv_deltas=None):
+    """Tokens after the last block, before the final norm, computed by hand."""
+    mean, std = CLIP if kind in ("clip", "open_clip") else IMAGENET
+    x = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    patch = state["patch_embed.proj.weight"].shape[-1]
+    x = F.conv2d(x, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=patch)
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([state["cls_token"].expand(len(x), -1, -1), x], dim=1)
+    pos = state["pos_embed"]
+    stored, grid = math.isqrt(pos.shape[1] - 1), images.shape[-1] // patch
+    if stored != grid:  # DINOv2's resampling: bicubic, scale (grid + 0.1) / stored
+        table = pos[:, 1:].reshape(1, stored, stored, -1).permute(0, 3, 1, 2)
+        table = F.interpolate(
+            table, scale_factor=((grid + 0.1) / stored,) * 2, mode="bicubic", align_corners=False
+        )
+        pos = torch.cat([pos[:, :1], table.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)], 1)
+    x = x + pos
+    eps = 1e-5 if kind in ("clip", "open_clip") else 1e-6
+    if kind in ("clip", "open_clip"):
+        x = _layer_norm(x, state, "pos_drop", eps)
+    heads = max(1, x.shape[-1] // 64)
+    for block in range(_depth(state)):
+        prefix = f"blocks.{block}."
+        h = _layer_norm(x, state, prefix + "norm1", eps)
+        weight = state[prefix + "attn.qkv.weight"]
+        if qkv_deltas is not None:
+            weight = weight + qkv_deltas[block]
+        qkv = F.linear(h, weight, state[prefix + "attn.qkv.bias"])
+        b, t, _ = qkv.shape
+        q, k, v = qkv.reshape(b, t, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        attention = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+        h = (attention @ v).transpose(1, 2).reshape(b, t, -1)
+        h = F.linear(h, state[prefix + "attn.proj.weight"], state[prefix + "attn.proj.bias"])
+        x = x + (h * state[prefix + "ls1.gamma"] if prefix + "ls1.gamma" in state else h)
+        h = _layer_norm(x, state, prefix + "norm2", eps)
+        h = F.linear(h, state[prefix + "mlp.fc1.weight"], state[prefix + "mlp.fc1.bias"])
+        h = h * torch.sigmoid(1.702 * h) if kind == "clip" else F.gelu(h)
+        h = F.linear(h, state[prefix + "mlp.fc2.weight"], state[prefix + "mlp.fc2.bias"])
+        x = x + (h * state[prefix + "ls2.gamma"] if prefix + "ls2.gamma" in state else h)
+    return x
+
+
+def reference_embedding(weights: dict, variant: str, images, normalize: bool, lora: bool):
+    parts = []
+    for index, ((name, feature), state) in enumerate(
+        zip(VARIANTS[variant][0], weights["backbones"])
+    ):
+        kind = BACKBONES[name][0]
+        deltas = None
+        if lora:
+            key = "base_model.model.extractor_list.{}.model.blocks.{}.attn.qkv.lora_{}.weight"
+            deltas = [
+                weights["scaling"]
+                * weights["lora"][key.format(index, block, "B")]
+                @ weights["lora"][key.format(index, block, "A")]
+                for block in range(_depth(state))
+            ]
+        tokens = reference_tokens(state, images, kind, deltas)
+        if feature == "cls":
+            parts.append(tokens[:, 0])
+        elif feature == "embedding":
+            parts.append(_layer_norm(tokens, state, "norm", 1e-5)[:, 0] @ state["proj"])
+        else:
+            parts.append(tokens)
+    embedding = torch.cat(parts, dim=-1)
+    if normalize:
+        embedding = embedding - embedding.mean(dim=-1, keepdim=True)
+        embedding = embedding / embedding.norm(dim=-1, keepdim=True)
+    return embedding
+
+
+def reference_distance(embed_a, embed_b, patch: bool):
+    if patch:
+        embed_a = torch.cat([embed_a[:, 0], embed_a[:, 1:].mean(1)], -1)
+        embed_b = torch.cat([embed_b[:, 0], embed_b[:, 1:].mean(1)], -1)
+    return 1 - (embed_a * embed_b).sum(-1) / (embed_a.norm(dim=-1) * embed_b.norm(dim=-1))
