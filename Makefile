@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -c "from nights.synthetic import ensure_sample; from nights.cli import main; main(['info', '--root', str(ensure_sample())])"
+	$(PY) scripts/audit_agreement.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -14,7 +14,7 @@ from torch import nn
 from .backbones import build_vit, last_block_tokens
 from .lora import merge_adapter, wrap_with_peft
 from .variants import Backbone, Variant, resolve_variant
-from .weights import backbone_state, checkpoint_folder
+from .weights import backbone_state, checkpoint_folder, weights_id
 
 logger = logging.getLogger(__name__)
 IMAGE_SIZE = 224
@@ -192,6 +192,8 @@ def dreamsim(
         for branch in model.extractor_list:
             branch.model = torch.compile(branch.model)
     model.autocast_dtype = dtype
+    used = [n for n in variant.files if pretrained or n != variant.adapter]
+    model.weights_id = weights_id(folder, used) + ("-lora" if pretrained else "-base")
     model = model.to(device or default_device()).eval().requires_grad_(False)
     return model, preprocess
 

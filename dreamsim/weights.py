@@ -217,3 +217,20 @@ def backbone_state(folder: Path, backbone: Backbone) -> tuple[dict, torch.Tensor
     if backbone.kind == "synclr":
         return _strip(saved.get("model", saved), "module.visual."), None
     return dict(saved), None  # dinov2: a plain state dict
+
+
+def weights_id(folder: Path, names: list[str]) -> str:
+    """A short content fingerprint of the files a model was built from (for score caches):
+    their recorded sha256 when the manifest has them, else their sizes."""
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    entries = {name: manifest.get(name) or _size(folder / name) for name in names}
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _size(path: Path) -> int:
+    return (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else (path.stat().st_size)
+    )

@@ -184,6 +184,17 @@ def _cmd_filter(args) -> int:
         ids=args.ids,
         exclude_ids=args.exclude_ids,
     )
+    if args.exclude_audit:
+        from .audit import iter_label_noise_ids
+
+        flagged = sorted(
+            iter_label_noise_ids(args.exclude_audit, args.max_margin, args.audit_metric)
+        )
+        table = filter_votes(table, exclude_ids=flagged)
+        print(
+            f"excluded {len(flagged)} triplet(s) the audit finds mislabelled "
+            f"(disagreement margin > {args.max_margin} sd)"
+        )
     if args.dry_run:
         print(f"{len(table)} triplet(s) pass the filter (nothing written)")
         return 0
@@ -223,6 +234,150 @@ def _cmd_download(args) -> int:
     )
     summary = report.summary()
     print(summary if args.dry_run or args.verbose else summary.splitlines()[-1])
+    return 0
+
+
+def _ensemble_weights_present() -> bool:
+    try:
+        from dreamsim.errors import DreamSimError
+        from dreamsim.variants import VARIANTS
+        from dreamsim.weights import checkpoint_folder
+    except ImportError:
+        return False
+    try:
+        checkpoint_folder(VARIANTS["ensemble"], None, download=False, verify=False)
+    except DreamSimError:
+        return False
+    return True
+
+
+def _default_audit_root(root: Path | None) -> Path:
+    """--root, else NIGHTS_HOME when it holds the release, else the embedded sample."""
+    from .errors import DatasetNotFoundError
+    from .synthetic import ensure_sample
+    from .table import resolve_source
+
+    if root is not None:
+        return root
+    try:
+        resolve_source(None, "nights")
+        return _paths.nights_home()
+    except DatasetNotFoundError:
+        print(
+            f"no NIGHTS release in {_paths.nights_home()}: auditing the embedded synthetic "
+            "sample (download with `nights download chunked`)"
+        )
+        return ensure_sample()
+
+
+def _cmd_audit(args) -> int:
+    import os
+
+    import pandas as pd
+    import torch
+
+    from .audit import (
+        agreement_table,
+        audit_frame,
+        jnd_scores,
+        score_table,
+        summarize,
+        write_outputs,
+    )
+    from .metrics import EmbeddingMetric, get_metric
+    from .score_cache import ScoreCache
+    from .table import load_jnd, load_nights
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        backend = "nccl" if args.device and args.device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+    root = _default_audit_root(args.root)
+    names = args.metric or (["dreamsim"] if _ensemble_weights_present() else ["psnr", "ssim"])
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    device = args.device
+    if device is None and world > 1 and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    metrics = [get_metric(name, device=device, dtype=dtype) for name in names]
+    options = {"min_votes": args.min_votes, "progress": _progress(args) and rank == 0}
+    tables = {}
+    for metric in metrics:
+        size = 224 if isinstance(metric, EmbeddingMetric) else None
+        if size not in tables:
+            table = load_nights(
+                args.split,
+                root=root,
+                variant=args.variant,
+                image_size=size,
+                images="path",
+                **options,
+            )
+            tables[size] = table.select(range(min(args.limit, len(table)))) if args.limit else table
+    cache = ScoreCache(args.cache)
+    scores = []
+    for metric in metrics:
+        table = tables[224 if isinstance(metric, EmbeddingMetric) else None]
+        if world > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            table = split_dataset_by_node(table, rank=rank, world_size=world)
+        scores.append(
+            score_table(
+                table,
+                [metric],
+                cache=cache,
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+                progress=options["progress"],
+            )
+        )
+    scores = pd.concat(scores, ignore_index=True)
+    out = args.out or Path("nights-audit") / args.split
+    if world > 1:
+        parts = out / "parts"
+        parts.mkdir(parents=True, exist_ok=True)
+        scores.to_parquet(parts / f"scores-rank{rank:03d}.parquet", index=False)
+        torch.distributed.barrier()
+        if rank != 0:
+            torch.distributed.destroy_process_group()
+            return 0
+        scores = pd.concat(
+            [pd.read_parquet(parts / f"scores-rank{r:03d}.parquet") for r in range(world)],
+            ignore_index=True,
+        )
+    reference = next(iter(tables.values()))
+    order = {identifier: index for index, identifier in enumerate(reference["id"])}
+    metric_order = {metric.name: index for index, metric in enumerate(metrics)}
+    scores = scores.sort_values(
+        by=["metric", "id"],
+        key=lambda column: column.map(metric_order if column.name == "metric" else order),
+    ).reset_index(drop=True)
+    jnd = None
+    if args.jnd:
+        jnd = jnd_scores(
+            load_jnd(root, progress=options["progress"]),
+            metrics,
+            cache=cache,
+            batch_size=args.batch_size,
+            progress=options["progress"],
+        )
+    audit = audit_frame(scores, reference)
+    summary = summarize(audit, jnd=jnd)
+    summary["source"] = {
+        "root": str(root),
+        "split": args.split,
+        "min_votes": args.min_votes,
+        "limit": args.limit,
+        "processes": world,
+    }
+    paths = write_outputs(out, audit, summary, tables.get(None, reference))
+    print(agreement_table(summary))
+    if jnd:
+        print("JND average precision: " + ", ".join(f"{k} {v:.3f}" for k, v in jnd.items()))
+    print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return 0
 
 
@@ -368,9 +523,82 @@ def build_parser() -> argparse.ArgumentParser:
     )
     filt.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     filt.add_argument("--note", default=None, help="text stored in provenance.json")
+    filt.add_argument(
+        "--exclude-audit",
+        type=Path,
+        default=None,
+        metavar="AUDIT",
+        help="audit.parquet from `nights audit`: drop the triplets whose model "
+        "disagrees with the humans by more than --max-margin",
+    )
+    filt.add_argument(
+        "--max-margin",
+        type=float,
+        default=1.0,
+        help="disagreement margin, in standard deviations (default: %(default)s)",
+    )
+    filt.add_argument(
+        "--audit-metric", default=None, help="metric of the audit to use (default: its first)"
+    )
     filt.add_argument("--dry-run", action="store_true", help="count, write nothing")
     filt.add_argument("--quiet", action="store_true", help="no progress bars")
     filt.set_defaults(run=_cmd_filter)
+
+    audit = commands.add_parser(
+        "audit",
+        help="score triplets with metrics; agreement with the humans",
+        description="Score every triplet of a split with one or more metrics and report how "
+        "well each agrees with the human votes (2AFC with soft targets, bootstrap "
+        "intervals, by split/is_imagenet/prompt/vote count, vote likelihood), the "
+        "confident disagreements (label-noise candidates), as Parquet, JSON and a "
+        "single-file HTML report. Embeddings and distances are cached by image "
+        "content, so a rerun recomputes nothing. Under torchrun the table is "
+        "sharded by rank and rank 0 merges. With no arguments: the release in "
+        "$NIGHTS_HOME, else the embedded synthetic sample; DreamSim (ensemble) when "
+        "its weights are in $DREAMSIM_HOME, else PSNR and SSIM.",
+    )
+    audit.add_argument("--root", type=Path, default=None, help="NIGHTS folder")
+    audit.add_argument("--variant", choices=("nights", "unfiltered"), default="nights")
+    audit.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test", "test_imagenet", "test_no_imagenet", "all"),
+        help="(default: %(default)s)",
+    )
+    audit.add_argument(
+        "--min-votes",
+        type=int,
+        default=6,
+        help="rows with at least N votes (default: %(default)s, upstream's)",
+    )
+    audit.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        help="psnr, ssim, ms_ssim, dreamsim[:VARIANT] or baseline:VARIANT (repeatable)",
+    )
+    audit.add_argument("--batch-size", type=int, default=32)
+    audit.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    audit.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best)")
+    audit.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast dtype for DreamSim on GPU (default: %(default)s)",
+    )
+    audit.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: nights-audit/SPLIT)"
+    )
+    audit.add_argument("--limit", type=int, default=None, help="first N triplets only")
+    audit.add_argument("--jnd", action="store_true", help="also JND average precision")
+    audit.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="score cache (default: $NIGHTS_HOME/cache/scores.sqlite)",
+    )
+    audit.add_argument("--quiet", action="store_true", help="no progress bars")
+    audit.set_defaults(run=_cmd_audit)
 
     from .releases import RELEASES
 
@@ -445,6 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+try:
+    from dreamsim.errors import DreamSimError as DreamSimErrors
+except ImportError:  # dreamsim's optional libraries are absent
+    DreamSimErrors = NightsError
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -456,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("filter: --out is required (or --dry-run)")
     try:
         return args.run(args)
-    except (NightsError, FileExistsError, ValueError) as error:
+    except (NightsError, FileExistsError, ValueError, DreamSimErrors) as error:
         print(f"nights {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

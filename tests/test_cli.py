@@ -12,7 +12,7 @@ import pytest
 
 from nights.cli import build_parser, main
 
-COMMANDS = ["sample", "info", "stats", "build", "filter", "download", "verify"]
+COMMANDS = ["sample", "info", "stats", "build", "filter", "download", "audit", "verify"]
 
 
 def test_every_command_has_complete_help():

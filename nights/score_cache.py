@@ -1,0 +1,100 @@
+"""An on-disk cache of embeddings and pair distances, keyed by (metric id, image content).
+
+One SQLite file (WAL mode, safe for several processes of a distributed run). Keys are the
+sha256 of the image bytes as stored, so a second run, or a run on another split sharing
+images, computes nothing it has seen; rows are committed batch by batch, so a killed run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from . import _paths
+
+
+def default_cache_path() -> Path:
+    return _paths.nights_home() / "cache" / "scores.sqlite"
+
+
+def content_key(storage: dict) -> str:
+    """sha256 of an image as a ``datasets.Image`` storage dict holds it (bytes or a file)."""
+    data = storage.get("bytes")
+    if data is None:
+        data = Path(storage["path"]).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+class ScoreCache:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_cache_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=60)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript("""
+            CREATE TABLE IF NOT EXISTS embeddings (
+                metric TEXT, image TEXT, dim INTEGER, shape TEXT, vector BLOB,
+                PRIMARY KEY (metric, image));
+            CREATE TABLE IF NOT EXISTS pairs (
+                metric TEXT, ref TEXT, other TEXT, distance REAL,
+                PRIMARY KEY (metric, ref, other));
+        """)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def missing_embeddings(self, metric: str, keys: Iterable[str]) -> list[str]:
+        known = {
+            row[0]
+            for row in self.db.execute("SELECT image FROM embeddings WHERE metric = ?", (metric,))
+        }
+        return sorted({key for key in keys if key not in known})
+
+    def put_embeddings(self, metric: str, keys: list[str], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = [
+            (metric, key, vector.size, ",".join(map(str, vector.shape)), vector.tobytes())
+            for key, vector in zip(keys, vectors)
+        ]
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+    def get_embeddings(self, metric: str, keys: list[str]) -> np.ndarray:
+        wanted = sorted(set(keys))
+        found = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            query = (
+                f"SELECT image, shape, vector FROM embeddings WHERE metric = ? AND image IN "
+                f"({','.join('?' * len(chunk))})"
+            )
+            for image, shape, vector in self.db.execute(query, (metric, *chunk)):
+                found[image] = np.frombuffer(vector, dtype=np.float32).reshape(
+                    tuple(int(s) for s in shape.split(","))
+                )
+        return np.stack([found[key] for key in keys])
+
+    def missing_pairs(self, metric: str, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        known = set(self.db.execute("SELECT ref, other FROM pairs WHERE metric = ?", (metric,)))
+        return sorted({pair for pair in pairs if pair not in known})
+
+    def put_pairs(self, metric: str, pairs: list[tuple[str, str]], distances) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?)",
+                [(metric, a, b, float(d)) for (a, b), d in zip(pairs, distances)],
+            )
+
+    def get_pairs(self, metric: str, pairs: list[tuple[str, str]]) -> np.ndarray:
+        known = {
+            (a, b): d
+            for a, b, d in self.db.execute(
+                "SELECT ref, other, distance FROM pairs WHERE metric = ?", (metric,)
+            )
+        }
+        return np.array([known[pair] for pair in pairs], dtype=np.float64)
