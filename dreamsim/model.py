@@ -140,6 +140,7 @@ def dreamsim(
     merge: bool = True,
     compile: bool = False,
     verify: bool = True,
+    download: bool = True,
     progress: bool | None = None,
 ):
     """Builds DreamSim; the same call and the same numbers as upstream's ``dreamsim()``.
@@ -159,6 +160,8 @@ def dreamsim(
         merge: merge LoRA into the weights (default); False keeps PEFT layers (for training).
         compile: ``torch.compile`` each backbone.
         verify: check the files against the recorded sha256 manifest.
+        download: False never downloads, even with ``pretrained=True`` (missing files are an
+            error that says how to get them).
 
     Returns:
         ``(model, preprocess)``.
@@ -172,7 +175,7 @@ def dreamsim(
     folder = checkpoint_folder(
         variant,
         cache_dir,
-        download=pretrained,
+        download=pretrained and download,
         verify=verify,
         progress=progress,
         with_adapter=pretrained,

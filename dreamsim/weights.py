@@ -170,9 +170,9 @@ def checkpoint_folder(
     missing = [name for name in names if not (folder / name).exists()]
     if missing:
         raise CheckpointError(
-            f"DreamSim {variant.name}: missing {', '.join(missing)} in {folder}. Get "
-            f"{variant.url} and put the zip (or its extracted files) there, or call "
-            "dreamsim(pretrained=True) with network access"
+            f"DreamSim {variant.name}: missing {', '.join(missing)} in {folder}. Download "
+            f"with `python -m dreamsim download {variant.name} --cache-dir {folder}`, or get "
+            f"{variant.url} and put the zip (or its extracted files) there"
         )
     if verify:
         _verify_manifest(folder, names, variant.url)

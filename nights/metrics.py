@@ -105,6 +105,7 @@ def get_metric(
         dreamsim_type=variant.removesuffix("_patch"),
         use_patch_model=patch,
         dtype=dtype,
+        download=False,
     )
     return EmbeddingMetric(f"{family}:{variant}", model)
 

@@ -1,0 +1,388 @@
+"""Scoring and auditing: hand-checked statistics, caching, outputs, distributed runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchmetrics")
+
+import nights.audit  # noqa: E402
+from nights import load_nights, make_synthetic_nights  # noqa: E402
+from nights.audit import audit_frame, score_table, summarize  # noqa: E402
+from nights.cli import main  # noqa: E402
+from nights.metrics import (  # noqa: E402
+    EmbeddingMetric,
+    PairMetric,
+    bootstrap_interval,
+    fit_vote_likelihood,
+    get_metric,
+    jnd_average_precision,
+    two_afc,
+)
+from nights.score_cache import ScoreCache  # noqa: E402
+
+from .dreamsim_checkpoints import write_release  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_two_afc_by_hand_with_soft_targets_and_ties():
+    d_left = [0.1, 0.5, 0.3, 0.2, 0.4]
+    d_right = [0.2, 0.4, 0.3, 0.9, 0.1]
+    p_right = [0.0, 1.0, 0.7, 0.25, 0.6]
+    # left closer -> 1 - p; right closer -> p; tie -> 0.5
+    expected = [1.0, 1.0, 0.5, 0.75, 0.6]
+    assert two_afc(d_left, d_right, p_right).tolist() == pytest.approx(expected)
+    assert two_afc(d_left, d_right, p_right).mean() == pytest.approx(3.85 / 5)
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    values = np.random.default_rng(1).random(200)
+    low, high = bootstrap_interval(values, rounds=500)
+    assert low < values.mean() < high and high - low < 0.2
+    assert bootstrap_interval(values, rounds=500) == (low, high)  # seeded
+    assert all(math.isnan(v) for v in bootstrap_interval([]))
+
+
+def test_jnd_average_precision_by_hand():
+    # sorted by distance: same, different, same, different -> P at recall steps: 1, 2/3
+    distances = [0.1, 0.2, 0.3, 0.4]
+    same = [1, 0, 1, 0]
+    assert jnd_average_precision(distances, same) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert jnd_average_precision([0.3, 0.1], [0, 1]) == pytest.approx(1.0)
+    assert math.isnan(jnd_average_precision([0.1], [0]))
+
+
+def test_vote_likelihood_recovers_the_slope():
+    rng = np.random.default_rng(0)
+    margin = rng.normal(0, 1, 4000)
+    votes = rng.integers(3, 12, 4000)
+    right = rng.binomial(votes, 1 / (1 + np.exp(-3.0 * margin)))
+    fit = fit_vote_likelihood(margin, right / votes, votes)
+    assert fit["k"] == pytest.approx(3.0, rel=0.1)
+    assert fit["log_likelihood_per_vote"] > fit["chance"]
+    flat = fit_vote_likelihood(rng.normal(0, 1, 4000), right / votes, votes)
+    assert abs(flat["k"]) < 0.3
+
+
+@pytest.fixture
+def sample_table(sample_home, cache_dir):
+    return load_nights("test", root=sample_home, cache_dir=cache_dir)
+
+
+def test_psnr_matches_a_direct_computation(sample_table, sample_home, tmp_path):
+    scores = score_table(sample_table, [PairMetric("psnr")], cache=ScoreCache(tmp_path / "c.db"))
+    root = sample_home / "nights"
+    for row, score in zip(sample_table.select(range(5)), scores.itertuples()):
+        ref = np.asarray(Image.open(root / row["ref_path"]), dtype=np.float64) / 255
+        left = np.asarray(Image.open(root / row["left_path"]), dtype=np.float64) / 255
+        expected = -10 * np.log10(1 / np.mean((ref - left) ** 2))
+        assert score.id == row["id"] and score.d_left == pytest.approx(expected, abs=1e-3)
+
+
+def test_cache_means_a_rerun_computes_nothing(sample_table, tmp_path, monkeypatch):
+    cache = ScoreCache(tmp_path / "c.db")
+    first = score_table(sample_table, [PairMetric("ssim")], cache=cache)
+
+    def no_work(*args):
+        raise AssertionError("recomputed a cached distance")
+
+    monkeypatch.setattr(PairMetric, "distances", no_work)
+    again = score_table(sample_table, [PairMetric("ssim")], cache=ScoreCache(tmp_path / "c.db"))
+    pd.testing.assert_frame_equal(first, again)
+
+
+@pytest.fixture
+def tiny_dreamsim(tmp_path):
+    from dreamsim import dreamsim
+
+    write_release(tmp_path / "weights", "dino_vitb16", seed=1)
+    model, _ = dreamsim(cache_dir=tmp_path / "weights", dreamsim_type="dino_vitb16", device="cpu")
+    return EmbeddingMetric("dreamsim:dino_vitb16", model)
+
+
+def test_each_distinct_image_is_embedded_once(tmp_path, tiny_dreamsim, monkeypatch):
+    home = make_synthetic_nights(tmp_path / "s", n_triplets=6, image_size=32, n_unfiltered=0)
+    csv_path = home / "nights" / "data.csv"
+    frame = pd.read_csv(csv_path)
+    frame.loc[1, "ref_path"] = frame.loc[0, "ref_path"]  # two triplets share a reference
+    frame.to_csv(csv_path, index=False)
+    table = load_nights("all", root=home, min_votes=None, cache_dir=tmp_path / "tables")
+    embedded = []
+    real_embed = EmbeddingMetric.embed
+    monkeypatch.setattr(
+        EmbeddingMetric,
+        "embed",
+        lambda self, images: (embedded.append(len(images)), real_embed(self, images))[1],
+    )
+    scores = score_table(table, [tiny_dreamsim], cache=ScoreCache(tmp_path / "c.db"), batch_size=4)
+    assert sum(embedded) == 3 * 6 - 1
+    with torch.no_grad():
+        row = table[2]
+        from dreamsim import preprocess
+
+        expected = tiny_dreamsim.model(preprocess(row["ref"]), preprocess(row["left"])).item()
+    assert scores.loc[2, "d_left"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_audit_frame_choices_flags_and_no_vote_tables(sample_table, tmp_path):
+    scores = pd.DataFrame(
+        {
+            "id": sample_table["id"],
+            "metric": "m",
+            "d_left": np.linspace(0, 1, len(sample_table)),
+            "d_right": np.full(len(sample_table), 0.5),
+        }
+    )
+    audit = audit_frame(scores, sample_table)
+    p = np.array(sample_table["right_vote"])
+    margin = scores["d_left"] - 0.5
+    assert (
+        audit["model_choice"] == np.where(margin > 0, "right", np.where(margin < 0, "left", "tie"))
+    ).all()
+    assert (audit["human_choice"] == np.where(p > 0.5, "right", "left")).all()
+    assert (audit["agree"] == (audit["model_choice"] == audit["human_choice"])).all()
+    flagged = audit["label_noise_candidate"]
+    assert (~audit.loc[flagged, "agree"]).all()
+    assert (audit.loc[flagged, "normalized_margin"] >= 1.0).all()
+    assert audit["confidence"].between(0.5, 1.0).all()
+    summary = summarize(audit, rounds=100)["metrics"]["m"]
+    assert summary["overall"]["two_afc"] == pytest.approx(audit["two_afc"].mean())
+    assert set(summary["by_split"]) == {"test"}
+    unvoted = sample_table.remove_columns(["left_vote", "right_vote", "votes"])
+    bare = audit_frame(scores, unvoted)
+    assert "agree" not in bare and "margin" in bare
+    assert "overall" not in summarize(bare)["metrics"]["m"]
+
+
+def test_audit_command_writes_every_output_and_reuses_its_cache(
+    sample_home, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "out"
+    arguments = [
+        "audit",
+        "--root",
+        str(sample_home),
+        "--split",
+        "all",
+        "--metric",
+        "psnr",
+        "--metric",
+        "ssim",
+        "--out",
+        str(out),
+        "--num-workers",
+        "0",
+        "--quiet",
+        "--jnd",
+        "--cache",
+        str(tmp_path / "c.db"),
+    ]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "psnr" in printed and "ssim" in printed and "JND average precision" in printed
+    audit = pd.read_parquet(out / "audit.parquet")
+    frame = pd.read_csv(sample_home / "nights" / "data.csv")
+    kept = frame[frame["votes"] >= 6]
+    assert audit[audit["metric"] == "psnr"]["id"].tolist() == kept["id"].tolist()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["psnr"]["overall"]["two_afc"] > 0.7
+    assert 0 <= summary["metrics"]["ssim"]["jnd_average_precision"] <= 1
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64") == 3 and "data:image/jpeg;base64" in report
+    assert "http://" not in report and "https://" not in report  # opens offline
+
+    monkeypatch.setattr(PairMetric, "distances", lambda *a: pytest.fail("not cached"))
+    assert main(arguments) == 0
+    pd.testing.assert_frame_equal(audit, pd.read_parquet(out / "audit.parquet"))
+
+
+def test_prompts_are_escaped_in_the_report(tmp_path, sample_copy):
+    csv_path = sample_copy / "nights" / "data.csv"
+    frame = pd.read_csv(csv_path)
+    frame["prompt"] = "<script>alert(1)</script>"
+    frame.to_csv(csv_path, index=False)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "audit",
+                "--root",
+                str(sample_copy),
+                "--metric",
+                "psnr",
+                "--out",
+                str(out),
+                "--num-workers",
+                "0",
+                "--quiet",
+                "--cache",
+                str(tmp_path / "c.db"),
+            ]
+        )
+        == 0
+    )
+    report = (out / "report.html").read_text()
+    assert "<script>" not in report and "&lt;script&gt;" in report
+
+
+def test_missing_weights_say_how_to_get_them(sample_home, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "audit",
+                "--root",
+                str(sample_home),
+                "--metric",
+                "dreamsim",
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "python -m dreamsim download ensemble" in error and "missing" in error
+
+
+def test_unknown_metric_is_refused(sample_home, tmp_path, capsys):
+    assert main(["audit", "--root", str(sample_home), "--metric", "lpips", "--quiet"]) == 2
+    assert "unknown metric 'lpips'" in capsys.readouterr().err
+
+
+def test_untuned_baseline_metric_builds_without_adapter(tmp_path):
+    write_release(tmp_path, "clip_vitb32", seed=2)
+    shutil.rmtree(tmp_path / "clip_vitb32_single_lora")
+    metric = get_metric("baseline:clip_vitb32", device="cpu", cache_dir=str(tmp_path))
+    assert metric.name == "baseline:clip_vitb32" and metric.cache_id.endswith("norm1")
+    assert "-base" in metric.cache_id
+
+
+def test_exclude_audit_filters_label_noise(sample_home, tmp_path):
+    out = tmp_path / "audit"
+    assert (
+        main(
+            [
+                "audit",
+                "--root",
+                str(sample_home),
+                "--split",
+                "all",
+                "--metric",
+                "psnr",
+                "--out",
+                str(out),
+                "--num-workers",
+                "0",
+                "--quiet",
+                "--cache",
+                str(tmp_path / "c.db"),
+            ]
+        )
+        == 0
+    )
+    audit = pd.read_parquet(out / "audit.parquet")
+    flagged = set(audit[~audit["agree"] & (audit["normalized_margin"] > 0.5)]["id"])
+    assert flagged
+    cleaned = tmp_path / "cleaned"
+    assert (
+        main(
+            [
+                "filter",
+                "--root",
+                str(sample_home),
+                "--exclude-audit",
+                str(out / "audit.parquet"),
+                "--max-margin",
+                "0.5",
+                "--out",
+                str(cleaned),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    kept = set(pd.read_csv(cleaned / "data.csv")["id"])
+    assert not kept & flagged
+    assert len(kept) == len(pd.read_csv(sample_home / "nights" / "data.csv")) - len(flagged)
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_equal_one(sample_home, tmp_path):
+    common = [
+        "--root",
+        str(sample_home),
+        "--split",
+        "all",
+        "--min-votes",
+        "0",
+        "--metric",
+        "psnr",
+        "--metric",
+        "ssim",
+        "--num-workers",
+        "0",
+        "--quiet",
+    ]
+    env = {**os.environ, "NIGHTS_HOME": str(tmp_path / "home")}
+    single = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "audit_agreement.py"),
+            *common,
+            "--out",
+            str(tmp_path / "one"),
+            "--cache",
+            str(tmp_path / "one.db"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert single.returncode == 0, single.stderr
+    torchrun = Path(sys.executable).parent / "torchrun"
+    double = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(REPO / "scripts" / "audit_agreement.py"),
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+            "--cache",
+            str(tmp_path / "two.db"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    parts = sorted((tmp_path / "two" / "parts").glob("*.parquet"))
+    assert len(parts) == 2 and all(len(pd.read_parquet(p)) > 0 for p in parts)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "one" / "audit.parquet"),
+        pd.read_parquet(tmp_path / "two" / "audit.parquet"),
+    )
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert one["metrics"] == two["metrics"]
+
+
+def test_module_does_not_leak_private_helpers():
+    assert callable(nights.audit.write_outputs) and callable(nights.audit.jnd_scores)
