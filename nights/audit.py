@@ -51,37 +51,46 @@ IMAGE_COLUMNS = ("ref", "left", "right")
 LABEL_NOISE_MARGIN = 1.0  # in standard deviations of the metric's margins
 
 
-def image_keys(
-    table, columns=IMAGE_COLUMNS, progress: bool | None = None
-) -> tuple[dict[str, list[str]], dict]:
-    """Content keys of the images of every row, per column, and one storage per key."""
-    keys: dict[str, list[str]] = {column: [] for column in columns}
-    storages: dict[str, dict] = {}
-    rows = table.select_columns(list(columns)).with_format("arrow")
-    for start in tqdm(
-        range(0, len(table), 256),
-        desc="hashing images",
-        unit="batch",
-        disable=None if progress is None else not progress,
-    ):
-        for row in rows[start : start + 256].to_pylist():
-            for column in columns:
-                key = content_key(row[column])
-                keys[column].append(key)
-                storages.setdefault(key, row[column])
-    return keys, storages
+class TableImages:
+    """The distinct images of a table's image columns, by content key.
 
+    Only keys and row positions are held: the bytes stay in the memory-mapped table and are
+    read when an image is decoded, so memory does not grow with the number of triplets.
+    """
 
-def _tensor(storage: dict, size: int | None):
-    import torch
+    def __init__(self, table, columns=IMAGE_COLUMNS, progress: bool | None = None):
+        self.rows = table.select_columns(list(columns)).with_format("arrow")
+        self.keys: dict[str, list[str]] = {column: [] for column in columns}
+        self.where: dict[str, tuple[int, str]] = {}
+        for start in tqdm(
+            range(0, len(table), 256),
+            desc="hashing images",
+            unit="batch",
+            disable=None if progress is None else not progress,
+        ):
+            for offset, row in enumerate(self.rows[start : start + 256].to_pylist()):
+                for column in columns:
+                    key = content_key(row[column])
+                    self.keys[column].append(key)
+                    self.where.setdefault(key, (start + offset, column))
 
-    image = open_rgb(storage["bytes"] or storage["path"])
-    if size:
-        image = resize_like_dreamsim(image, size)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    def storage(self, key: str) -> dict:
+        row, column = self.where[key]
+        return self.rows[row : row + 1].column(column)[0].as_py()
+
+    def tensor(self, key: str, size: int | None):
+        """uint8 ``[3, H, W]``; resized as DreamSim preprocesses when ``size`` is given."""
+        import torch
+
+        storage = self.storage(key)
+        image = open_rgb(storage["bytes"] or storage["path"])
+        if size:
+            image = resize_like_dreamsim(image, size)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def _loader(items: list, fetch, batch_size: int, num_workers: int):
+    """Batches of ``fetch(item)``, decoded by DataLoader workers while the model runs."""
     import torch
 
     class Items(torch.utils.data.Dataset):
@@ -96,10 +105,15 @@ def _loader(items: list, fetch, batch_size: int, num_workers: int):
     )
 
 
+def _bar(iterable, description: str, progress: bool | None):
+    return tqdm(
+        iterable, desc=description, unit="batch", disable=None if progress is None else not progress
+    )
+
+
 def _embed_missing(
     metric: EmbeddingMetric,
-    keys,
-    storages,
+    images: TableImages,
     cache: ScoreCache,
     batch_size: int,
     num_workers: int,
@@ -107,23 +121,19 @@ def _embed_missing(
 ) -> None:
     import torch
 
-    todo = cache.missing_embeddings(metric.cache_id, keys)
-    loader = _loader(todo, lambda key: (key, _tensor(storages[key], 224)), batch_size, num_workers)
-    for batch in tqdm(
-        loader,
-        desc=f"{metric.name}: embedding {len(todo)} images",
-        unit="batch",
-        disable=None if progress is None else not progress,
-    ):
-        names = [key for key, _ in batch]
-        images = torch.stack([image for _, image in batch]).float().div_(255)
-        cache.put_embeddings(metric.cache_id, names, metric.embed(images).numpy())
+    todo = cache.missing_embeddings(metric.cache_id, images.where)
+    loader = _loader(todo, lambda key: (key, images.tensor(key, 224)), batch_size, num_workers)
+    for batch in _bar(loader, f"{metric.name}: embedding {len(todo)} images", progress):
+        pixels = torch.stack([image for _, image in batch]).float().div_(255)
+        cache.put_embeddings(
+            metric.cache_id, [key for key, _ in batch], metric.embed(pixels).numpy()
+        )
 
 
 def _pairs_missing(
     metric: PairMetric,
     pairs,
-    storages,
+    images: TableImages,
     cache: ScoreCache,
     batch_size: int,
     num_workers: int,
@@ -134,16 +144,11 @@ def _pairs_missing(
     todo = cache.missing_pairs(metric.cache_id, pairs)
     loader = _loader(
         todo,
-        lambda pair: (pair, _tensor(storages[pair[0]], None), _tensor(storages[pair[1]], None)),
+        lambda pair: (pair, images.tensor(pair[0], None), images.tensor(pair[1], None)),
         batch_size,
         num_workers,
     )
-    for batch in tqdm(
-        loader,
-        desc=f"{metric.name}: {len(todo)} pairs",
-        unit="batch",
-        disable=None if progress is None else not progress,
-    ):
+    for batch in _bar(loader, f"{metric.name}: {len(todo)} pairs", progress):
         by_shape: dict[tuple, list] = {}
         for item in batch:  # images of different sizes cannot share a tensor
             by_shape.setdefault((item[1].shape, item[2].shape), []).append(item)
@@ -153,6 +158,9 @@ def _pairs_missing(
             cache.put_pairs(
                 metric.cache_id, [item[0] for item in group], metric.distances(a, b).numpy()
             )
+
+
+_CHUNK_ROWS = 4096  # embeddings read back from the cache this many rows at a time
 
 
 def pair_distances(
@@ -170,35 +178,36 @@ def pair_distances(
 
     cache = cache or ScoreCache()
     columns = tuple(dict.fromkeys(c for pair in pairs for c in pair))
-    keys, storages = image_keys(table, columns, progress)
-    result = {}
-    if isinstance(metric, EmbeddingMetric):
-        _embed_missing(
+    images = TableImages(table, columns, progress)
+    keys = images.keys
+    if isinstance(metric, PairMetric):
+        key_pairs = {pair: list(zip(keys[pair[0]], keys[pair[1]])) for pair in pairs}
+        _pairs_missing(
             metric,
-            [k for column in keys.values() for k in column],
-            storages,
+            [kp for values in key_pairs.values() for kp in values],
+            images,
             cache,
             batch_size,
             num_workers,
             progress,
         )
-        embeddings = {
-            c: torch.from_numpy(cache.get_embeddings(metric.cache_id, keys[c])) for c in columns
+        return {
+            pair: cache.get_pairs(metric.cache_id, values) for pair, values in key_pairs.items()
+        }
+    _embed_missing(metric, images, cache, batch_size, num_workers, progress)
+    parts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
+    for start in range(0, len(table), _CHUNK_ROWS):
+        chunk = {
+            c: torch.from_numpy(
+                cache.get_embeddings(metric.cache_id, keys[c][start : start + _CHUNK_ROWS])
+            )
+            for c in columns
         }
         for a, b in pairs:
-            result[(a, b)] = metric.distances(embeddings[a], embeddings[b]).double().numpy()
-        return result
-    key_pairs = {pair: list(zip(keys[pair[0]], keys[pair[1]])) for pair in pairs}
-    _pairs_missing(
-        metric,
-        [kp for values in key_pairs.values() for kp in values],
-        storages,
-        cache,
-        batch_size,
-        num_workers,
-        progress,
-    )
-    return {pair: cache.get_pairs(metric.cache_id, values) for pair, values in key_pairs.items()}
+            parts[(a, b)].append(metric.distances(chunk[a], chunk[b]).double().numpy())
+    return {
+        pair: np.concatenate(values) if values else np.zeros(0) for pair, values in parts.items()
+    }
 
 
 def score_table(table, metrics: list[Metric], **options) -> pd.DataFrame:

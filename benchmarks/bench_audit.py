@@ -1,0 +1,202 @@
+"""Audit speed: our scoring vs. an upstream-style evaluation loop, same model, same run.
+
+    python benchmarks/bench_audit.py [--triplets 48] [--variant dino_vitb16] [--workers 2]
+
+On a synthetic sample at 768 px, CPU, with DreamSim at the released sizes (random weights in
+the release layout, LoRA merged), batch 16:
+
+* upstream-style: a TwoAFC dataset read from the folder (pandas CSV, PIL open, bicubic resize,
+  ToTensor per item), then ``model(ref, left)`` and ``model(ref, right)`` per batch, fp32:
+  four image embeddings per triplet;
+* ours: :func:`nights.audit.score_table` on the pre-resized table: each distinct image
+  embedded once (three per triplet), DataLoader workers decoding while the model runs.
+
+Both run ``--repeats`` times, interleaved, after a warm-up forward; the best of each is
+reported. Then the same audit again with the embedding cache warm, and the peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+from torchvision import transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamsim import dreamsim
+from nights import load_nights, make_synthetic_nights
+from nights.audit import score_table
+from nights.metrics import EmbeddingMetric
+from nights.score_cache import ScoreCache
+from tests.dreamsim_checkpoints import write_release
+
+
+class TwoAFCDataset(torch.utils.data.Dataset):
+    """Upstream's evaluation dataset: CSV rows, images opened and resized per item."""
+
+    def __init__(self, root: Path):
+        self.frame = pd.read_csv(root / "data.csv")
+        self.root = root
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.ToTensor(),
+            ]
+        )
+
+    def __len__(self):
+        return len(self.frame)
+
+    def __getitem__(self, index):
+        row = self.frame.iloc[index]
+        load = lambda p: self.transform(Image.open(self.root / p).convert("RGB"))  # noqa: E731
+        return (
+            load(row["ref_path"]),
+            load(row["left_path"]),
+            load(row["right_path"]),
+            float(row["right_vote"]),
+            int(row["id"]),
+        )
+
+
+def upstream_loop(model, root: Path, batch_size: int, workers: int) -> int:
+    loader = torch.utils.data.DataLoader(
+        TwoAFCDataset(root), batch_size=batch_size, num_workers=workers
+    )
+    count = 0
+    with torch.inference_mode():
+        for ref, left, right, _, _ in loader:
+            model(ref, left)
+            model(ref, right)
+            count += len(ref)
+    return count
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--triplets", type=int, default=48)
+    parser.add_argument("--variant", default="dino_vitb16")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each")
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_only:
+        memory_growth(args.workers)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        os.environ["NIGHTS_HOME"] = str(scratch / "home")
+        sample = make_synthetic_nights(
+            scratch / "sample", n_triplets=args.triplets, image_size=768, n_unfiltered=0
+        )
+        write_release(scratch / "weights", args.variant, width=768, depth=12, proj=512)
+        model, _ = dreamsim(cache_dir=scratch / "weights", dreamsim_type=args.variant, device="cpu")
+        metric = EmbeddingMetric(f"dreamsim:{args.variant}", model)
+
+        with torch.inference_mode():  # warm-up: first-call allocations are no one's cost
+            model.embed(torch.rand(args.batch_size, 3, 224, 224))
+        started = time.perf_counter()
+        table = load_nights("all", root=sample, min_votes=None, image_size=224, progress=False)
+        build_s = time.perf_counter() - started
+
+        upstream_times, ours_times = [], []
+        for attempt in range(args.repeats):  # interleaved; the best of each is reported
+            started = time.perf_counter()
+            count = upstream_loop(model, sample / "nights", args.batch_size, args.workers)
+            upstream_times.append(time.perf_counter() - started)
+            cache = ScoreCache(scratch / f"scores-{attempt}.sqlite")
+            started = time.perf_counter()
+            score_table(
+                table,
+                [metric],
+                cache=cache,
+                batch_size=args.batch_size,
+                num_workers=args.workers,
+                progress=False,
+            )
+            ours_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        score_table(
+            table,
+            [metric],
+            cache=cache,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            progress=False,
+        )
+        warm_s = time.perf_counter() - started
+        upstream_s, ours_s = min(upstream_times), min(ours_times)
+
+    print(
+        f"{count} triplets at 768 px, DreamSim {args.variant} (ViT-B, fp32), CPU "
+        f"{torch.get_num_threads()} threads, batch {args.batch_size}, {args.workers} workers"
+    )
+    print(f"  upstream-style loop : {count / upstream_s:7.2f} triplets/s ({upstream_s:.1f} s)")
+    print(
+        f"  our audit           : {count / ours_s:7.2f} triplets/s ({ours_s:.1f} s; "
+        f"one-time 224 px table build {build_s:.1f} s)"
+    )
+    print(f"  speed-up            : {upstream_s / ours_s:7.2f}x")
+    print(f"  warm-cache rerun    : {warm_s:.2f} s = {ours_s / warm_s:.0f}x faster than the first")
+    print(f"  peak resident memory: {peak_rss_mb():.0f} MB")
+    # In a fresh process, so that the peak above does not hide the growth.
+    subprocess.run(
+        [sys.executable, __file__, "--memory-only", "--workers", str(args.workers)], check=True
+    )
+
+
+def memory_growth(workers: int) -> None:
+    """Peak memory while scoring N and then 4N triplets: it must not grow with N."""
+    from nights.metrics import PairMetric
+
+    peaks = []
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        for count in (2000, 8000):
+            sample = scratch / str(count)  # written by another process: only scoring counts
+            command = [
+                sys.executable,
+                "-m",
+                "nights.cli",
+                "sample",
+                str(sample),
+                "--triplets",
+                str(count),
+                "--image-size",
+                "32",
+                "--unfiltered",
+                "0",
+            ]
+            subprocess.run(command, check=True, capture_output=True)
+            table = load_nights("all", root=sample, min_votes=None, progress=False)
+            score_table(
+                table,
+                [PairMetric("psnr")],
+                cache=ScoreCache(scratch / f"{count}.db"),
+                batch_size=64,
+                num_workers=workers,
+                progress=False,
+            )
+            peaks.append(peak_rss_mb())
+    print(
+        f"  peak memory scoring 2,000 then 8,000 triplets (32 px, PSNR): {peaks[0]:.0f} MB "
+        f"-> {peaks[1]:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
