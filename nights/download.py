@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from . import _paths
+from ._files import file_sha256, write_json_atomic
 from .errors import DownloadError, IntegrityError
 from .releases import CSV_IN_FULL_ZIP, FULL_ZIP, RELEASES, ReleaseFile, file_url
 from .remote_zip import RemoteZip
@@ -115,17 +116,10 @@ def _record_path(root: Path, name: str) -> Path:
     return root / STATE_DIR / "done" / f"{name}.json"
 
 
-def _write_json_atomic(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(temporary, path)
-
-
 def _write_record(root: Path, name: str, source: str, files: dict[str, dict], **extra) -> None:
     """Records what one unit of work produced; ``sequence`` orders records that overlap
     (``nights/data.csv`` is rewritten by subset downloads)."""
-    _write_json_atomic(
+    write_json_atomic(
         _record_path(root, name),
         {"source": source, "files": files, "sequence": time.time_ns(), **extra},
     )
@@ -153,17 +147,9 @@ def check_manifest(root: str | os.PathLike, checksums: bool = True) -> list[str]
             problems.append(
                 f"{path}: {path.stat().st_size} bytes, manifest says {expected['size']}"
             )
-        elif checksums and _sha256(path) != expected["sha256"]:
+        elif checksums and file_sha256(path) != expected["sha256"]:
             problems.append(f"{path}: sha256 differs from the manifest")
     return problems
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _place(data_or_path: bytes | Path, target: Path) -> dict:
@@ -174,7 +160,11 @@ def _place(data_or_path: bytes | Path, target: Path) -> dict:
         temporary.write_bytes(data_or_path)
         digest, size = hashlib.sha256(data_or_path).hexdigest(), len(data_or_path)
     else:
-        temporary, digest, size = data_or_path, _sha256(data_or_path), data_or_path.stat().st_size
+        temporary, digest, size = (
+            data_or_path,
+            file_sha256(data_or_path),
+            data_or_path.stat().st_size,
+        )
     os.replace(temporary, target)
     return {"sha256": digest, "size": size}
 

@@ -169,6 +169,17 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise SchemaError(f"{path}: not UTF-8 text ({error})") from None
 
 
+def _data_rows(rows, width: int, problems: _Problems) -> Iterator[tuple[int, list[str]]]:
+    """The non-blank rows with as many fields as the header; others are reported."""
+    for line, fields in rows:
+        if not fields or fields == [""]:
+            continue
+        if len(fields) != width:
+            problems.add(line, f"{len(fields)} fields where the header has {width}")
+            continue
+        yield line, fields
+
+
 def _read_header(path: Path, rows: Iterator[tuple[int, list[str]]]) -> list[str]:
     try:
         _, header = next(rows)
@@ -222,12 +233,7 @@ def read_data_csv(path: str | os.PathLike, *, keep_extra_columns: bool = False) 
     columns: dict[str, list] = {name: [] for name in header}
     problems = _Problems(path)
     seen_ids: dict[int, int] = {}
-    for line, fields in rows:
-        if not fields or fields == [""]:
-            continue
-        if len(fields) != len(header):
-            problems.add(line, f"{len(fields)} fields where the header has {len(header)}")
-            continue
+    for line, fields in _data_rows(rows, len(header), problems):
         row: dict[str, object] = {}
         for name in header:
             text = fields[position[name]]
@@ -362,12 +368,7 @@ def _read_tolerant(
     columns: dict[str, list] = {name: [] for name in names}
     lines: list[int] = []
     problems = _Problems(path)
-    for line, fields in rows:
-        if not fields or fields == [""]:
-            continue
-        if len(fields) != len(header):
-            problems.add(line, f"{len(fields)} fields where the header has {len(header)}")
-            continue
+    for line, fields in _data_rows(rows, len(header), problems):
         parsed = []
         for name, text in zip(names, fields):
             parser = _PARSERS.get(name) if name in mapping else None

@@ -40,6 +40,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from . import _paths
+from ._files import file_sha256
 from .errors import DatasetNotFoundError, IntegrityError, NightsError
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
 from .schema import read_data_csv, read_jnd_csv, read_raw_csv
@@ -102,14 +103,6 @@ def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> S
     raise DatasetNotFoundError(
         f"No NIGHTS {variant} data found (looked for {looked}). " + _DOWNLOAD_HINT
     )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_source_csv(source: Source) -> pd.DataFrame:
@@ -306,7 +299,7 @@ def build_table(
     name only once complete.
     """
     options.validate()
-    csv_sha256 = _file_sha256(source.csv_path)
+    csv_sha256 = file_sha256(source.csv_path)
     key_fields = {
         "format": FORMAT_VERSION,
         "variant": source.variant,
@@ -497,16 +490,7 @@ def load_nights(
             progress=progress,
         )
         source = resolve_source(root, variant)
-    table = open_table(
-        build_table(
-            source,
-            BuildOptions(images, image_size),
-            cache_dir=cache_dir,
-            rebuild=rebuild,
-            progress=progress,
-            jobs=jobs,
-        )
-    )
+    table = _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs)
     if split is None:
         from datasets import DatasetDict
 
@@ -534,13 +518,17 @@ def load_jnd(
     folder with ``jnd_votes.csv`` inside or beside it. Other arguments as :func:`load_nights`.
     """
     source = resolve_source(root, "jnd")
-    return open_table(
-        build_table(
-            source,
-            BuildOptions(images, image_size),
-            cache_dir=cache_dir,
-            rebuild=rebuild,
-            progress=progress,
-            jobs=jobs,
-        )
+    return _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs)
+
+
+def _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs):
+    """The built (or cached) table of ``source``, memory-mapped."""
+    folder = build_table(
+        source,
+        BuildOptions(images, image_size),
+        cache_dir=cache_dir,
+        rebuild=rebuild,
+        progress=progress,
+        jobs=jobs,
     )
+    return open_table(folder)
