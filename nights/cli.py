@@ -364,6 +364,8 @@ def _cmd_audit(args) -> int:
         )
     audit = audit_frame(scores, reference)
     summary = summarize(audit, jnd=jnd)
+    for metric in metrics:
+        summary["metrics"][metric.name]["cache_id"] = metric.cache_id
     summary["source"] = {
         "root": str(root),
         "split": args.split,

@@ -1,0 +1,269 @@
+"""NIGHTS in FiftyOne: one group per triplet, slices ``ref``, ``left`` and ``right``.
+
+Every slice carries the triplet's fields (the App's sidebar and filters follow the pinned
+slice): ``triplet_id, split, prompt, is_imagenet, votes, left_vote, right_vote`` and
+``human_choice`` (a ``Classification``, confidence = share of the majority). An audit adds, per
+metric, ``<m>_d_left, <m>_d_right, <m>_margin, <m>_agree`` and ``<m>_choice``, and the tags
+``disagree``, ``low_votes`` and ``label_noise_candidate`` (from the audit's first metric).
+Saved views answer the usual questions: ``disagreements`` (sorted by margin),
+``label_noise_candidates`` and one view per split. Running again with a new audit updates these
+fields in place; a second metric adds its fields beside the first.
+
+FiftyOne is imported here only: ``import nights`` never loads it.
+
+Example::
+
+    >>> from nights import load_nights
+    >>> from nights.visualize import to_fiftyone
+    >>> audit = "nights-audit/test/audit.parquet"
+    >>> dataset = to_fiftyone(load_nights("test"), audit=audit)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .table import table_meta
+from .votes import votes_frame
+
+SLICES = ("ref", "left", "right")
+LOW_VOTES = 6
+
+
+def field_prefix(metric: str) -> str:
+    """A field-name-safe form of a metric name: ``dreamsim:ensemble`` -> ``dreamsim_ensemble``."""
+    return re.sub(r"\W+", "_", metric).strip("_")
+
+
+def _filepaths(table) -> dict[str, list[str]]:
+    """Absolute file paths of each slice (FiftyOne reads images from disk)."""
+    root = Path(table_meta(table).get("root", ""))
+    storages = table.select_columns(list(SLICES)).with_format("arrow")
+    paths: dict[str, list[str]] = {name: [] for name in SLICES}
+    relatives = {name: table[f"{name}_path"] for name in SLICES}
+    for start in range(0, len(table), 1024):
+        for offset, row in enumerate(storages[start : start + 1024].to_pylist()):
+            for name in SLICES:
+                stored = row[name].get("path") if row[name] else None
+                if stored and Path(stored).is_absolute():
+                    paths[name].append(stored)
+                else:
+                    paths[name].append(str(root / relatives[name][start + offset]))
+    return paths
+
+
+def _build(dataset, table, progress: bool | None) -> None:
+    import fiftyone as fo
+
+    votes = votes_frame(table)
+    paths = _filepaths(table)
+    dataset.add_group_field("group", default="ref")
+    samples = []
+    for index, row in enumerate(votes.itertuples(index=False)):
+        group = fo.Group()
+        majority = max(row.left_vote, row.right_vote)
+        choice = "right" if row.right_vote > 0.5 else "left" if row.right_vote < 0.5 else "tie"
+        fields = {
+            "triplet_id": int(row.id),
+            "split": row.split,
+            "prompt": row.prompt,
+            "is_imagenet": bool(row.is_imagenet),
+            "votes": int(row.votes),
+            "left_vote": float(row.left_vote),
+            "right_vote": float(row.right_vote),
+            "human_choice": fo.Classification(label=choice, confidence=float(majority)),
+        }
+        tags = ["low_votes"] if row.votes < LOW_VOTES else []
+        samples.extend(
+            fo.Sample(
+                filepath=paths[name][index], group=group.element(name), tags=list(tags), **fields
+            )
+            for name in SLICES
+        )
+    dataset.add_samples(samples, progress=bool(progress))
+
+
+def _apply_audit(dataset, audit: pd.DataFrame, primary: bool) -> None:
+    """Writes one metric's fields on every slice (in place); tags from the primary metric."""
+    import fiftyone as fo
+    from fiftyone import ViewField as F
+
+    metric = audit["metric"].iloc[0]
+    prefix = field_prefix(metric)
+    flat = dataset.select_group_slices(list(SLICES))
+    ids = flat.values("triplet_id")
+    by_id = audit.set_index("id")
+    missing = set(ids) - set(by_id.index)
+    if missing:
+        raise ValueError(
+            f"the audit has no row for {len(missing)} triplet(s) of the dataset, "
+            f"e.g. id {sorted(missing)[0]}"
+        )
+    rows = by_id.loc[ids]
+    flat.set_values(f"{prefix}_d_left", rows["d_left"].astype(float).tolist())
+    flat.set_values(f"{prefix}_d_right", rows["d_right"].astype(float).tolist())
+    flat.set_values(f"{prefix}_margin", rows["margin"].astype(float).tolist())
+    flat.set_values(
+        f"{prefix}_choice",
+        [
+            fo.Classification(label=choice, confidence=float(confidence))
+            for choice, confidence in zip(
+                rows["model_choice"], rows.get("confidence", pd.Series(np.nan, rows.index))
+            )
+        ],
+    )
+    if "agree" in rows:
+        flat.set_values(f"{prefix}_agree", rows["agree"].astype(bool).tolist())
+    if not primary or "agree" not in rows:
+        return
+    flat.untag_samples(["disagree", "label_noise_candidate"])
+    flat.match(F(f"{prefix}_agree") == False).tag_samples("disagree")  # noqa: E712
+    noise = set(audit.loc[audit["label_noise_candidate"].astype(bool), "id"])
+    flat.match(F("triplet_id").is_in(sorted(noise))).tag_samples("label_noise_candidate")
+    disagreements = dataset.match(F(f"{prefix}_agree") == False).sort_by(  # noqa: E712
+        F(f"{prefix}_margin").abs(), reverse=True
+    )
+    dataset.save_view(
+        "disagreements",
+        disagreements,
+        overwrite=True,
+        description=f"{metric} disagrees with the humans, largest margin first",
+    )
+    dataset.save_view(
+        "label_noise_candidates",
+        dataset.match_tags("label_noise_candidate"),
+        overwrite=True,
+        description="confident disagreements, unanimous humans",
+    )
+
+
+def to_fiftyone(
+    table,
+    name: str = "nights",
+    audit: str | Path | pd.DataFrame | None = None,
+    embeddings: str | None = None,
+    persistent: bool = True,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    score_cache: str | Path | None = None,
+):
+    """A grouped FiftyOne dataset of the triplets, built once and updated in place.
+
+    Args:
+        table: a triplet table (:func:`nights.load_nights`).
+        name: the dataset's name; if it exists (and ``overwrite`` is False) it is reused and
+            only the audit fields are written again.
+        audit: ``audit.parquet`` from ``nights audit`` (or its DataFrame): distances, model
+            choices, agreement and tags, per metric.
+        embeddings: a metric of the audit whose cached embeddings to store and visualise
+            (see :func:`add_embeddings`).
+        persistent / overwrite: as ``fiftyone.Dataset``.
+        score_cache: the audit's score cache (default ``$NIGHTS_HOME/cache/scores.sqlite``).
+    """
+    import fiftyone as fo
+    from fiftyone import ViewField as F
+
+    if fo.dataset_exists(name) and not overwrite:
+        dataset = fo.load_dataset(name)
+    else:
+        dataset = fo.Dataset(name, persistent=persistent, overwrite=overwrite)
+        _build(dataset, table, progress)
+        for split in sorted(set(dataset.distinct("split"))):
+            dataset.save_view(
+                f"split_{split}",
+                dataset.match(F("split") == split),
+                overwrite=True,
+                description=f"the {split} triplets",
+            )
+    if audit is not None:
+        frame = audit if isinstance(audit, pd.DataFrame) else pd.read_parquet(audit)
+        for position, (_, part) in enumerate(frame.groupby("metric", sort=False)):
+            _apply_audit(dataset, part, primary=position == 0)
+    if embeddings is not None:
+        if audit is None or isinstance(audit, pd.DataFrame):
+            raise ValueError(
+                "embeddings= needs the audit's path (its summary.json names the cache entries)"
+            )
+        summary = json.loads((Path(audit).parent / "summary.json").read_text())
+        entry = summary["metrics"].get(embeddings, {})
+        if "cache_id" not in entry:
+            raise ValueError(
+                f"the audit has no embedding metric {embeddings!r} (it has "
+                f"{', '.join(summary['metrics'])})"
+            )
+        from .table import load_nights
+
+        meta = table_meta(table)
+        table224 = load_nights(
+            "all",
+            root=meta.get("root"),
+            variant=meta.get("variant", "nights"),
+            min_votes=None,
+            image_size=224,
+            progress=progress,
+        )
+        from .score_cache import ScoreCache
+
+        add_embeddings(
+            dataset, embeddings, entry["cache_id"], table224, cache=ScoreCache(score_cache)
+        )
+    return dataset
+
+
+def add_embeddings(
+    dataset, metric: str, cache_id: str, table224, cache=None, methods=("pca", "tsne", "umap")
+) -> None:
+    """Stores an audited metric's cached embeddings on every slice, computes 2-D
+    visualisations (UMAP only when umap-learn is installed) and a similarity index over all
+    slices, so the App's embeddings panel and "sort by similarity" work.
+
+    ``table224`` is the pre-resized table the audit embedded (its image bytes are the cache
+    keys) and ``cache_id`` the metric's id in the score cache (``summary.json``).
+    """
+    import fiftyone.brain as fob
+
+    from .audit import TableImages
+    from .score_cache import ScoreCache
+
+    cache = cache or ScoreCache()
+    images = TableImages(table224, SLICES)
+    key_of = {
+        (triplet, name): images.keys[name][row]
+        for row, triplet in enumerate(table224["id"])
+        for name in SLICES
+    }
+    flat = dataset.select_group_slices(list(SLICES))
+    wanted = [
+        key_of.get(pair) for pair in zip(flat.values("triplet_id"), flat.values("group.name"))
+    ]
+    if None in wanted or cache.missing_embeddings(cache_id, wanted):
+        raise ValueError(
+            f"{metric}: embeddings missing from the score cache; run "
+            f"`nights audit --metric {metric}` on these triplets first"
+        )
+    vectors = cache.get_embeddings(cache_id, wanted)
+    vectors = vectors.reshape(len(vectors), -1)
+    field = f"{field_prefix(metric)}_embedding"
+    flat.set_values(field, [vector.tolist() for vector in vectors])
+    for method in methods:
+        if method == "umap":
+            try:
+                import umap  # noqa: F401
+            except ImportError:
+                continue
+        options = {"pca_dims": None} if method == "tsne" and vectors.shape[1] < 50 else {}
+        fob.compute_visualization(
+            flat,
+            embeddings=field,
+            method=method,
+            brain_key=f"{field_prefix(metric)}_{method}",
+            **options,
+        )
+    fob.compute_similarity(
+        flat, embeddings=field, backend="sklearn", brain_key=f"{field_prefix(metric)}_similarity"
+    )

@@ -1,0 +1,254 @@
+"""FiftyOne on a real MongoDB started by the tests on 127.0.0.1."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.database
+
+if importlib.util.find_spec("fiftyone") is None:
+    pytest.skip("fiftyone is not installed", allow_module_level=True)
+
+from nights import load_nights  # noqa: E402
+from nights.cli import main  # noqa: E402
+
+MONGOD = (
+    Path(importlib.util.find_spec("fiftyone").submodule_search_locations[0])
+    / "db"
+    / "bin"
+    / "mongod"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mongo():
+    """A mongod of our own (temporary dbpath, loopback only), stopped at the end."""
+    if not MONGOD.exists():
+        pytest.skip(f"no mongod at {MONGOD} (make test installs one)")
+    dbpath = Path(tempfile.mkdtemp(prefix="nights-mongo-"))
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            str(MONGOD),
+            "--dbpath",
+            str(dbpath),
+            "--bind_ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    home = Path(tempfile.mkdtemp(prefix="nights-fo-home-"))
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "FIFTYONE_DATABASE_URI",
+            "FIFTYONE_DATABASE_NAME",
+            "FIFTYONE_DO_NOT_TRACK",
+            "HOME",
+        )
+    }
+    os.environ.update(
+        FIFTYONE_DATABASE_URI=f"mongodb://127.0.0.1:{port}",
+        FIFTYONE_DATABASE_NAME="nights-tests",
+        FIFTYONE_DO_NOT_TRACK="true",
+        HOME=str(home),
+    )
+    yield f"mongodb://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(30)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(dbpath, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    assert process.returncode is not None  # no mongod left behind
+
+
+@pytest.fixture
+def fo(mongo):
+    import fiftyone
+
+    return fiftyone
+
+
+@pytest.fixture(scope="module")
+def audited(sample_home, tmp_path_factory):
+    """An audit of the sample's test split with PSNR and SSIM."""
+    out = tmp_path_factory.mktemp("audit")
+    assert (
+        main(
+            [
+                "audit",
+                "--root",
+                str(sample_home),
+                "--metric",
+                "psnr",
+                "--metric",
+                "ssim",
+                "--out",
+                str(out),
+                "--num-workers",
+                "0",
+                "--quiet",
+                "--cache",
+                str(out / "c.db"),
+                "--min-votes",
+                "0",
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
+    return out / "audit.parquet"
+
+
+def test_groups_fields_tags_and_views(fo, sample_home, audited, cache_dir):
+    from fiftyone import ViewField as F
+
+    from nights.visualize import to_fiftyone
+
+    table = load_nights("test", root=sample_home, min_votes=None, cache_dir=cache_dir)
+    dataset = to_fiftyone(table, name="t-groups", audit=audited, overwrite=True)
+    assert dataset.media_type == "group" and set(dataset.group_slices) == {"ref", "left", "right"}
+    assert len(dataset.select_group_slices()) == 3 * len(table)
+    assert dataset.count() == len(table)  # the default slice: one sample per triplet
+    audit = pd.read_parquet(audited)
+    psnr = audit[audit["metric"] == "psnr"].set_index("id")
+    first = dataset.select_group_slices("right").first()
+    triplet = psnr.loc[first["triplet_id"]]
+    assert first["psnr_d_left"] == pytest.approx(triplet["d_left"])
+    assert first["psnr_choice"].label == triplet["model_choice"]
+    assert first["human_choice"].label == triplet["human_choice"]
+    row = table[table["id"].index(first["triplet_id"])]
+    assert first.filepath == str(sample_home.resolve() / "nights" / row["right_path"])
+    assert "ssim_margin" in dataset.get_field_schema()
+    flat = dataset.select_group_slices()
+    disagree = set(flat.match_tags("disagree").values("triplet_id"))
+    assert disagree == set(psnr.index[~psnr["agree"]])
+    noise = set(flat.match_tags("label_noise_candidate").values("triplet_id"))
+    assert noise == set(psnr.index[psnr["label_noise_candidate"]])
+    low = set(flat.match_tags("low_votes").values("triplet_id"))
+    assert low == set(psnr.index[psnr["votes"] < 6])
+    assert {"disagreements", "label_noise_candidates", "split_test"} <= set(
+        dataset.list_saved_views()
+    )
+    view = dataset.load_saved_view("disagreements")
+    margins = [abs(m) for m in view.values("psnr_margin")]
+    assert margins == sorted(margins, reverse=True) and len(view) == len(disagree)
+    assert len(dataset.match(F("split") == "test")) == len(table)
+
+
+def test_update_in_place_keeps_the_samples(fo, sample_home, audited, cache_dir):
+    from nights.visualize import to_fiftyone
+
+    table = load_nights("test", root=sample_home, min_votes=None, cache_dir=cache_dir)
+    dataset = to_fiftyone(table, name="t-update", audit=audited, overwrite=True)
+    ids = sorted(dataset.select_group_slices().values("id"))
+    changed = pd.read_parquet(audited)
+    changed["d_left"] = changed["d_left"] + 1.0
+    changed["margin"] = changed["d_left"] - changed["d_right"]
+    again = to_fiftyone(table, name="t-update", audit=changed)
+    assert sorted(again.select_group_slices().values("id")) == ids  # same samples
+    first = again.select_group_slices("ref").first()
+    row = changed[(changed["metric"] == "psnr") & (changed["id"] == first["triplet_id"])]
+    assert first["psnr_d_left"] == pytest.approx(float(row["d_left"].iloc[0]))
+
+
+def test_embeddings_visualisation_and_similarity(fo, tmp_path, sample_home, cache_dir, monkeypatch):
+    from nights.visualize import to_fiftyone
+
+    from .dreamsim_checkpoints import write_release
+
+    write_release(tmp_path / "weights", "dino_vitb16", seed=3)
+    monkeypatch.setenv("DREAMSIM_HOME", str(tmp_path / "weights"))
+    out = tmp_path / "audit"
+    assert (
+        main(
+            [
+                "audit",
+                "--root",
+                str(sample_home),
+                "--metric",
+                "dreamsim:dino_vitb16",
+                "--out",
+                str(out),
+                "--num-workers",
+                "0",
+                "--quiet",
+                "--cache",
+                str(tmp_path / "c.db"),
+                "--split",
+                "val",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    table = load_nights("val", root=sample_home, cache_dir=cache_dir)
+    dataset = to_fiftyone(
+        table,
+        name="t-embed",
+        audit=out / "audit.parquet",
+        embeddings="dreamsim:dino_vitb16",
+        overwrite=True,
+        score_cache=tmp_path / "c.db",
+    )
+    flat = dataset.select_group_slices()
+    vectors = flat.values("dreamsim_dino_vitb16_embedding")
+    assert len(vectors) == 3 * len(table) and len(vectors[0]) == 128
+    assert {
+        "dreamsim_dino_vitb16_pca",
+        "dreamsim_dino_vitb16_tsne",
+        "dreamsim_dino_vitb16_similarity",
+    } <= set(dataset.list_brain_runs())
+    query = flat.first().id
+    nearest = flat.sort_by_similarity(query, k=3, brain_key="dreamsim_dino_vitb16_similarity")
+    assert nearest.first().id == query
+    with pytest.raises(ValueError, match="no embedding metric 'dreamsim:ensemble'"):
+        to_fiftyone(
+            table,
+            name="t-embed",
+            audit=out / "audit.parquet",
+            embeddings="dreamsim:ensemble",
+            score_cache=tmp_path / "c.db",
+        )
+
+
+def test_importing_nights_does_not_import_fiftyone():
+    code = "import sys, nights, nights.cli; print('fiftyone' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
