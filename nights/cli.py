@@ -383,6 +383,69 @@ def _cmd_audit(args) -> int:
     return 0
 
 
+def _app_dataset(args):
+    """The FiftyOne dataset of a split, with the split's audit when there is one."""
+    from .table import load_nights
+    from .visualize import to_fiftyone
+
+    root = _default_audit_root(args.root)
+    table = load_nights(args.split, root=root, min_votes=args.min_votes, progress=_progress(args))
+    audit = args.audit
+    default_audit = Path("nights-audit") / args.split / "audit.parquet"
+    if audit is None and default_audit.exists():
+        audit = default_audit
+    if audit is None:
+        print(
+            f"no audit given and none at {default_audit}: showing votes only "
+            f"(run `nights audit --split {args.split}` first for model fields)"
+        )
+    name = args.name or f"nights-{args.split}"
+    dataset = to_fiftyone(
+        table,
+        name=name,
+        audit=audit,
+        embeddings=args.embeddings,
+        overwrite=args.rebuild,
+        progress=_progress(args),
+    )
+    return dataset, root
+
+
+def _cmd_app(args) -> int:
+    dataset, _ = _app_dataset(args)
+    import fiftyone as fo
+
+    session = fo.launch_app(
+        dataset, remote=args.remote, address=args.address, port=args.port, auto=not args.remote
+    )
+    print(
+        f"FiftyOne App: http://{args.address}:{args.port}/ (dataset {dataset.name}; saved "
+        f"views: {', '.join(dataset.list_saved_views())}). Ctrl-C to stop."
+    )
+    session.wait(-1 if args.remote else 1)
+    return 0
+
+
+def _cmd_export_fiftyone(args) -> int:
+    dataset, root = _app_dataset(args)
+    import fiftyone as fo
+
+    from .table import resolve_source
+
+    image_root = resolve_source(root, "nights").image_root
+    dataset.export(
+        export_dir=str(args.out),
+        dataset_type=fo.types.FiftyOneDataset,
+        rel_dir=str(image_root),
+        overwrite=args.overwrite,
+    )
+    print(
+        f"exported {dataset.name} to {args.out} (FiftyOneDataset, media under data/ with the "
+        "release's ref/NNN/... layout); publish with fiftyone.utils.huggingface.push_to_hub"
+    )
+    return 0
+
+
 def _cmd_verify(args) -> int:
     from .verify import verify_folder
 
@@ -601,6 +664,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--quiet", action="store_true", help="no progress bars")
     audit.set_defaults(run=_cmd_audit)
+
+    def add_dataset_options(command) -> None:
+        command.add_argument("--root", type=Path, default=None, help="NIGHTS folder")
+        command.add_argument(
+            "--split",
+            default="test",
+            choices=("train", "val", "test", "test_imagenet", "test_no_imagenet", "all"),
+            help="(default: %(default)s)",
+        )
+        command.add_argument(
+            "--min-votes", type=int, default=6, help="rows with >= N votes (default: %(default)s)"
+        )
+        command.add_argument(
+            "--audit",
+            type=Path,
+            default=None,
+            help="audit.parquet (default: nights-audit/SPLIT/audit.parquet when it exists)",
+        )
+        command.add_argument(
+            "--embeddings",
+            default=None,
+            metavar="METRIC",
+            help="store this audited metric's embeddings, with PCA/t-SNE/UMAP "
+            "plots and a similarity index",
+        )
+        command.add_argument("--name", default=None, help="dataset name (default: nights-SPLIT)")
+        command.add_argument(
+            "--rebuild", action="store_true", help="build the dataset again instead of updating it"
+        )
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    app = commands.add_parser(
+        "app",
+        help="browse the triplets in the FiftyOne App",
+        description="Build (or update in place) a grouped FiftyOne dataset of a split, one "
+        "group per triplet with ref/left/right slices, votes, the audit's "
+        "distances, choices and tags, saved views (disagreements, "
+        "label_noise_candidates, one per split), and launch the App.",
+    )
+    add_dataset_options(app)
+    app.add_argument("--port", type=int, default=5151, help="(default: %(default)s)")
+    app.add_argument(
+        "--remote", action="store_true", help="serve without opening a browser; print the URL"
+    )
+    app.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s; 0.0.0.0 exposes it)",
+    )
+    app.set_defaults(run=_cmd_app)
+
+    export = commands.add_parser(
+        "export-fiftyone",
+        help="write the FiftyOne dataset as a FiftyOneDataset folder",
+        description="Export the dataset of a split (as `nights app` builds it) as a "
+        "FiftyOneDataset folder that keeps the release's ref/NNN/... layout, ready "
+        "for fiftyone.utils.huggingface.push_to_hub.",
+    )
+    export.add_argument("out", type=Path, help="folder to write")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_dataset_options(export)
+    export.set_defaults(run=_cmd_export_fiftyone)
 
     from .releases import RELEASES
 

@@ -3,7 +3,8 @@
 Every slice carries the triplet's fields (the App's sidebar and filters follow the pinned
 slice): ``triplet_id, split, prompt, is_imagenet, votes, left_vote, right_vote`` and
 ``human_choice`` (a ``Classification``, confidence = share of the majority). An audit adds, per
-metric, ``<m>_d_left, <m>_d_right, <m>_margin, <m>_agree`` and ``<m>_choice``, and the tags
+metric, an embedded document ``<m>`` (``d_left, d_right, margin, normalized_margin, confidence,
+agree``) and the label ``<m>_choice``, and the tags
 ``disagree``, ``low_votes`` and ``label_noise_candidate`` (from the audit's first metric).
 Saved views answer the usual questions: ``disagreements`` (sorted by margin),
 ``label_noise_candidates`` and one view per split. Running again with a new audit updates these
@@ -104,29 +105,47 @@ def _apply_audit(dataset, audit: pd.DataFrame, primary: bool) -> None:
             f"the audit has no row for {len(missing)} triplet(s) of the dataset, "
             f"e.g. id {sorted(missing)[0]}"
         )
-    rows = by_id.loc[ids]
-    flat.set_values(f"{prefix}_d_left", rows["d_left"].astype(float).tolist())
-    flat.set_values(f"{prefix}_d_right", rows["d_right"].astype(float).tolist())
-    flat.set_values(f"{prefix}_margin", rows["margin"].astype(float).tolist())
-    flat.set_values(
-        f"{prefix}_choice",
-        [
-            fo.Classification(label=choice, confidence=float(confidence))
-            for choice, confidence in zip(
-                rows["model_choice"], rows.get("confidence", pd.Series(np.nan, rows.index))
-            )
-        ],
+    # One object per triplet, shared by its three slices, and two bulk writes per metric: the
+    # numbers in one embedded document, the choice as a label (so the App draws it).
+    triplets = by_id.loc[sorted(set(ids))]
+    numbers = [
+        column
+        for column in ("d_left", "d_right", "margin", "normalized_margin", "confidence")
+        if column in triplets
+    ]
+    records = triplets[numbers].astype(float).to_dict("records")
+    agree = (
+        triplets["agree"].astype(bool).tolist() if "agree" in triplets else [None] * len(triplets)
     )
-    if "agree" in rows:
-        flat.set_values(f"{prefix}_agree", rows["agree"].astype(bool).tolist())
-    if not primary or "agree" not in rows:
+    confidences = triplets.get("confidence", pd.Series(np.nan, triplets.index))
+    documents = dict(
+        zip(
+            triplets.index,
+            (
+                fo.DynamicEmbeddedDocument(**record, agree=value)
+                for record, value in zip(records, agree)
+            ),
+        )
+    )
+    choices = dict(
+        zip(
+            triplets.index,
+            (
+                fo.Classification(label=choice, confidence=float(confidence))
+                for choice, confidence in zip(triplets["model_choice"], confidences)
+            ),
+        )
+    )
+    flat.set_values(prefix, [documents[i] for i in ids], validate=False)
+    flat.set_values(f"{prefix}_choice", [choices[i] for i in ids], validate=False)
+    if not primary or "agree" not in triplets:
         return
     flat.untag_samples(["disagree", "label_noise_candidate"])
-    flat.match(F(f"{prefix}_agree") == False).tag_samples("disagree")  # noqa: E712
+    flat.match(F(f"{prefix}.agree") == False).tag_samples("disagree")  # noqa: E712
     noise = set(audit.loc[audit["label_noise_candidate"].astype(bool), "id"])
     flat.match(F("triplet_id").is_in(sorted(noise))).tag_samples("label_noise_candidate")
-    disagreements = dataset.match(F(f"{prefix}_agree") == False).sort_by(  # noqa: E712
-        F(f"{prefix}_margin").abs(), reverse=True
+    disagreements = dataset.match(F(f"{prefix}.agree") == False).sort_by(  # noqa: E712
+        F(f"{prefix}.margin").abs(), reverse=True
     )
     dataset.save_view(
         "disagreements",

@@ -12,7 +12,18 @@ import pytest
 
 from nights.cli import build_parser, main
 
-COMMANDS = ["sample", "info", "stats", "build", "filter", "download", "audit", "verify"]
+COMMANDS = [
+    "sample",
+    "info",
+    "stats",
+    "build",
+    "filter",
+    "download",
+    "audit",
+    "app",
+    "export-fiftyone",
+    "verify",
+]
 
 
 def test_every_command_has_complete_help():

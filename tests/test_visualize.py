@@ -147,12 +147,12 @@ def test_groups_fields_tags_and_views(fo, sample_home, audited, cache_dir):
     psnr = audit[audit["metric"] == "psnr"].set_index("id")
     first = dataset.select_group_slices("right").first()
     triplet = psnr.loc[first["triplet_id"]]
-    assert first["psnr_d_left"] == pytest.approx(triplet["d_left"])
+    assert first["psnr"]["d_left"] == pytest.approx(triplet["d_left"])
     assert first["psnr_choice"].label == triplet["model_choice"]
     assert first["human_choice"].label == triplet["human_choice"]
     row = table[table["id"].index(first["triplet_id"])]
     assert first.filepath == str(sample_home.resolve() / "nights" / row["right_path"])
-    assert "ssim_margin" in dataset.get_field_schema()
+    assert "ssim" in dataset.get_field_schema() and first["ssim"]["margin"] is not None
     flat = dataset.select_group_slices()
     disagree = set(flat.match_tags("disagree").values("triplet_id"))
     assert disagree == set(psnr.index[~psnr["agree"]])
@@ -164,7 +164,7 @@ def test_groups_fields_tags_and_views(fo, sample_home, audited, cache_dir):
         dataset.list_saved_views()
     )
     view = dataset.load_saved_view("disagreements")
-    margins = [abs(m) for m in view.values("psnr_margin")]
+    margins = [abs(m) for m in view.values("psnr.margin")]
     assert margins == sorted(margins, reverse=True) and len(view) == len(disagree)
     assert len(dataset.match(F("split") == "test")) == len(table)
 
@@ -182,7 +182,7 @@ def test_update_in_place_keeps_the_samples(fo, sample_home, audited, cache_dir):
     assert sorted(again.select_group_slices().values("id")) == ids  # same samples
     first = again.select_group_slices("ref").first()
     row = changed[(changed["metric"] == "psnr") & (changed["id"] == first["triplet_id"])]
-    assert first["psnr_d_left"] == pytest.approx(float(row["d_left"].iloc[0]))
+    assert first["psnr"]["d_left"] == pytest.approx(float(row["d_left"].iloc[0]))
 
 
 def test_embeddings_visualisation_and_similarity(fo, tmp_path, sample_home, cache_dir, monkeypatch):
@@ -252,3 +252,82 @@ def test_importing_nights_does_not_import_fiftyone():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_export_keeps_the_release_layout(fo, sample_home, audited, tmp_path):
+    out = tmp_path / "export"
+    assert (
+        main(
+            [
+                "export-fiftyone",
+                str(out),
+                "--root",
+                str(sample_home),
+                "--audit",
+                str(audited),
+                "--min-votes",
+                "0",
+                "--name",
+                "t-export",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    table = load_nights("test", root=sample_home, min_votes=None, cache_dir=tmp_path / "tables")
+    for column in ("ref_path", "left_path", "right_path"):
+        assert all((out / "data" / path).is_file() for path in table[column])
+    restored = fo.Dataset.from_dir(
+        str(out), dataset_type=fo.types.FiftyOneDataset, name="t-export-back"
+    )
+    assert len(restored.select_group_slices()) == 3 * len(table)
+    assert "psnr" in restored.get_field_schema()
+
+
+@pytest.mark.browser
+def test_the_app_shows_triplets_with_votes_and_scores(fo, sample_home, audited, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian chromium is not installed")
+    from nights.visualize import to_fiftyone
+
+    table = load_nights("test", root=sample_home, min_votes=None, cache_dir=tmp_path / "t")
+    dataset = to_fiftyone(table, name="t-app", audit=audited, overwrite=True)
+    port = _free_port()
+    session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
+    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    try:
+        with playwright.sync_playwright() as driver:
+            browser = driver.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load", timeout=120_000)
+            page.wait_for_selector("[data-cy=looker]", timeout=120_000)
+            assert page.locator("[data-cy=looker]").count() >= 1
+            page.screenshot(path=str(artifacts / "fiftyone-grid.png"))
+            sidebar = page.content()
+            assert "psnr_choice" in sidebar and "votes" in sidebar
+            dismiss = page.get_by_role("button", name="Dismiss")
+            if dismiss.count():
+                dismiss.first.click()
+            page.locator("[data-cy=looker]").first.click()
+            page.wait_for_timeout(3000)
+            modal = page.content()
+            page.screenshot(path=str(artifacts / "fiftyone-triplet.png"))
+            for slice_name in ("ref", "left", "right"):
+                assert slice_name in modal
+            assert "human_choice" in modal
+            browser.close()
+    finally:
+        session.close()
