@@ -18,7 +18,6 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchmetrics")
 
-import nights.audit  # noqa: E402
 from nights import load_nights, make_synthetic_nights  # noqa: E402
 from nights.audit import audit_frame, score_table, summarize  # noqa: E402
 from nights.cli import main  # noqa: E402
@@ -382,7 +381,3 @@ def test_two_processes_under_torchrun_equal_one(sample_home, tmp_path):
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert one["metrics"] == two["metrics"]
-
-
-def test_module_does_not_leak_private_helpers():
-    assert callable(nights.audit.write_outputs) and callable(nights.audit.jnd_scores)

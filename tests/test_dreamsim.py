@@ -271,3 +271,19 @@ def test_downloads_the_official_zip_once_and_resumes(tmp_path, monkeypatch):
             atol=1e-5,
             rtol=1e-5,
         )
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_and_bf16_stays_close(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    write_release(tmp_path, "ensemble", seed=14)
+    cpu = load(tmp_path, "ensemble")
+    gpu, _ = dreamsim(cache_dir=tmp_path, device="cuda")
+    x = images(4, 15)
+    with torch.no_grad():
+        expected = cpu.embed(x)
+        torch.testing.assert_close(gpu.embed(x.cuda()).cpu(), expected, atol=1e-4, rtol=1e-4)
+        gpu.autocast_dtype = torch.bfloat16
+        mixed = gpu.embed(x.cuda()).cpu()
+    assert torch.nn.functional.cosine_similarity(mixed, expected).min() > 0.99
