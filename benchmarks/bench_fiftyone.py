@@ -11,12 +11,9 @@ that audit, in the same run.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,11 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from nights.testing import mongo_server
 
 
 def fake_audit(table, seed: int) -> pd.DataFrame:
@@ -51,30 +44,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--triplets", type=int, default=2000)
     args = parser.parse_args()
-    spec = importlib.util.find_spec("fiftyone")
-    mongod = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod"
     scratch = Path(tempfile.mkdtemp(prefix="bench-fo-"))
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(mongod),
-            "--dbpath",
-            str(scratch),
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--quiet",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    os.environ.update(
-        FIFTYONE_DATABASE_URI=f"mongodb://127.0.0.1:{port}",
-        FIFTYONE_DO_NOT_TRACK="true",
-        HOME=str(scratch / "home"),
-        NIGHTS_HOME=str(scratch / "nights"),
-    )
-    try:
+    with mongo_server() as uri:
+        os.environ.update(
+            FIFTYONE_DATABASE_URI=uri,
+            FIFTYONE_DO_NOT_TRACK="true",
+            HOME=str(scratch / "home"),
+            NIGHTS_HOME=str(scratch / "nights"),
+        )
         from nights import load_nights, make_synthetic_nights
         from nights.visualize import to_fiftyone
 
@@ -98,10 +75,7 @@ def main() -> None:
         started = time.perf_counter()
         to_fiftyone(table, name="bench", audit=second, overwrite=True)
         rebuild_s = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     print(
         f"{args.triplets} triplets ({3 * args.triplets} samples), one audit metric, "
         f"{sys.platform}, mongod on loopback"

@@ -305,3 +305,59 @@ class ReleaseServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- a MongoDB for FiftyOne --
+
+
+def fiftyone_mongod() -> Path:
+    """Where FiftyOne's set-up put its mongod (it may be absent)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fiftyone")
+    if spec is None:
+        raise FileNotFoundError("fiftyone is not installed")
+    return Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod"
+
+
+@contextlib.contextmanager
+def mongo_server(binary: str | os.PathLike | None = None, timeout: float = 30.0):
+    """A mongod on 127.0.0.1 with a temporary dbpath; yields its URI, stops it at the end."""
+    import socket
+    import subprocess
+    import tempfile
+
+    binary = Path(binary) if binary else fiftyone_mongod()
+    dbpath = Path(tempfile.mkdtemp(prefix="nights-mongo-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "--dbpath",
+            str(dbpath),
+            "--bind_ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{binary} did not start (exit {process.poll()})") from None
+                time.sleep(0.2)
+        yield f"mongodb://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(30)
+        shutil.rmtree(dbpath, ignore_errors=True)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ if importlib.util.find_spec("fiftyone") is None:
 
 from nights import load_nights  # noqa: E402
 from nights.cli import main  # noqa: E402
+from nights.testing import fiftyone_mongod, mongo_server  # noqa: E402
 
 MONGOD = (
     Path(importlib.util.find_spec("fiftyone").submodule_search_locations[0])
@@ -40,58 +40,25 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def mongo():
     """A mongod of our own (temporary dbpath, loopback only), stopped at the end."""
-    if not MONGOD.exists():
-        pytest.skip(f"no mongod at {MONGOD} (make test installs one)")
-    dbpath = Path(tempfile.mkdtemp(prefix="nights-mongo-"))
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            str(MONGOD),
-            "--dbpath",
-            str(dbpath),
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--quiet",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
+    if not fiftyone_mongod().exists():
+        pytest.skip(f"no mongod at {fiftyone_mongod()} (make test installs one)")
     home = Path(tempfile.mkdtemp(prefix="nights-fo-home-"))
-    saved = {
-        k: os.environ.get(k)
-        for k in (
-            "FIFTYONE_DATABASE_URI",
-            "FIFTYONE_DATABASE_NAME",
-            "FIFTYONE_DO_NOT_TRACK",
-            "HOME",
+    names = ("FIFTYONE_DATABASE_URI", "FIFTYONE_DATABASE_NAME", "FIFTYONE_DO_NOT_TRACK", "HOME")
+    saved = {name: os.environ.get(name) for name in names}
+    with mongo_server() as uri:
+        os.environ.update(
+            FIFTYONE_DATABASE_URI=uri,
+            FIFTYONE_DATABASE_NAME="nights-tests",
+            FIFTYONE_DO_NOT_TRACK="true",
+            HOME=str(home),
         )
-    }
-    os.environ.update(
-        FIFTYONE_DATABASE_URI=f"mongodb://127.0.0.1:{port}",
-        FIFTYONE_DATABASE_NAME="nights-tests",
-        FIFTYONE_DO_NOT_TRACK="true",
-        HOME=str(home),
-    )
-    yield f"mongodb://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(30)
-    for key, value in saved.items():
+        yield uri
+    for name, value in saved.items():
         if value is None:
-            os.environ.pop(key, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[key] = value
-    shutil.rmtree(dbpath, ignore_errors=True)
+            os.environ[name] = value
     shutil.rmtree(home, ignore_errors=True)
-    assert process.returncode is not None  # no mongod left behind
 
 
 @pytest.fixture
