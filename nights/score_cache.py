@@ -17,6 +17,8 @@ import numpy as np
 
 from . import _paths
 
+_CHUNK = 900  # SQLite allows 999 parameters a statement in old builds
+
 
 def default_cache_path() -> Path:
     return _paths.nights_home() / "cache" / "scores.sqlite"
@@ -48,12 +50,23 @@ class ScoreCache:
     def close(self) -> None:
         self.db.close()
 
+    def _known_images(self, metric: str, keys: list[str]) -> set[str]:
+        """The subset of ``keys`` cached for ``metric`` (queried in chunks: memory follows
+        the question, not the size of the cache)."""
+        known: set[str] = set()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            query = (
+                f"SELECT image FROM embeddings WHERE metric = ? AND image IN "
+                f"({','.join('?' * len(chunk))})"
+            )
+            known.update(row[0] for row in self.db.execute(query, (metric, *chunk)))
+        return known
+
     def missing_embeddings(self, metric: str, keys: Iterable[str]) -> list[str]:
-        known = {
-            row[0]
-            for row in self.db.execute("SELECT image FROM embeddings WHERE metric = ?", (metric,))
-        }
-        return sorted({key for key in keys if key not in known})
+        wanted = sorted(set(keys))
+        known = self._known_images(metric, wanted)
+        return [key for key in wanted if key not in known]
 
     def put_embeddings(self, metric: str, keys: list[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -67,8 +80,8 @@ class ScoreCache:
     def get_embeddings(self, metric: str, keys: list[str]) -> np.ndarray:
         wanted = sorted(set(keys))
         found = {}
-        for start in range(0, len(wanted), 900):
-            chunk = wanted[start : start + 900]
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
             query = (
                 f"SELECT image, shape, vector FROM embeddings WHERE metric = ? AND image IN "
                 f"({','.join('?' * len(chunk))})"
@@ -79,9 +92,23 @@ class ScoreCache:
                 )
         return np.stack([found[key] for key in keys])
 
+    def _pair_distances(self, metric: str, pairs: list[tuple[str, str]]) -> dict:
+        """Cached distances of ``pairs`` (absent ones left out), queried in chunks."""
+        found = {}
+        for start in range(0, len(pairs), _CHUNK // 2):
+            chunk = pairs[start : start + _CHUNK // 2]
+            query = (
+                f"SELECT ref, other, distance FROM pairs WHERE metric = ? AND (ref, other) "
+                f"IN (VALUES {','.join(['(?, ?)'] * len(chunk))})"
+            )
+            flat = [key for pair in chunk for key in pair]
+            found.update(((a, b), d) for a, b, d in self.db.execute(query, (metric, *flat)))
+        return found
+
     def missing_pairs(self, metric: str, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        known = set(self.db.execute("SELECT ref, other FROM pairs WHERE metric = ?", (metric,)))
-        return sorted({pair for pair in pairs if pair not in known})
+        wanted = sorted(set(pairs))
+        known = self._pair_distances(metric, wanted)
+        return [pair for pair in wanted if pair not in known]
 
     def put_pairs(self, metric: str, pairs: list[tuple[str, str]], distances) -> None:
         with self.db:
@@ -91,10 +118,5 @@ class ScoreCache:
             )
 
     def get_pairs(self, metric: str, pairs: list[tuple[str, str]]) -> np.ndarray:
-        known = {
-            (a, b): d
-            for a, b, d in self.db.execute(
-                "SELECT ref, other, distance FROM pairs WHERE metric = ?", (metric,)
-            )
-        }
+        known = self._pair_distances(metric, sorted(set(pairs)))
         return np.array([known[pair] for pair in pairs], dtype=np.float64)
