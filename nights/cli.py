@@ -446,6 +446,84 @@ def _cmd_export_fiftyone(args) -> int:
     return 0
 
 
+def _cmd_annotate(args) -> int:
+    """``nights annotate ACTION``: campaigns, the collection app, imported votes."""
+    import pandas as pd
+
+    if args.action == "create":
+        from annotation.campaign import create_campaign
+
+        from .table import load_nights
+
+        table = load_nights(
+            args.split,
+            root=_default_audit_root(args.root),
+            min_votes=args.min_votes,
+            progress=_progress(args),
+        )
+        if args.limit:
+            table = table.select(range(min(args.limit, len(table))))
+        settings = create_campaign(
+            args.campaign,
+            table,
+            trials_per_participant=args.trials_per_participant,
+            votes_per_trial=args.votes_per_trial,
+            sentinel_rate=args.sentinel_rate,
+            jnd=args.jnd,
+            seed=args.seed,
+            completion_url=args.completion_url,
+        )
+        print(
+            f"campaign {args.campaign}: {len(table)} triplets; admin token "
+            f"{settings['admin_token']} (keep it; the admin API needs it)"
+        )
+        return 0
+    if args.action == "serve":
+        from annotation.server import serve
+
+        print(f"serving {args.campaign} on http://{args.host}:{args.port}/?PROLIFIC_PID=...")
+        serve(args.campaign, host=args.host, port=args.port)
+        return 0
+    if args.action in ("status", "export"):
+        from annotation.campaign import CampaignStore
+
+        store = CampaignStore(args.campaign)
+        if args.action == "status":
+            print(json.dumps(store.progress(), indent=2))
+        else:
+            store.votes().to_csv(args.out or sys.stdout, index=False)
+        return 0
+    from annotation.aggregate import aggregate, krippendorff_alpha, merge_into_split
+    from annotation.importers import read_votes
+
+    votes = pd.concat([read_votes(path, args.format) for path in args.votes], ignore_index=True)
+    if args.action == "import":
+        votes.to_csv(args.out or sys.stdout, index=False)
+        print(
+            f"{len(votes)} votes from {votes['worker'].nunique()} workers on "
+            f"{votes['task'].nunique()} triplets",
+            file=sys.stderr,
+        )
+        return 0
+    per_triplet = aggregate(votes, method=args.method)
+    print(
+        f"{len(per_triplet)} triplets, {len(votes)} votes; Krippendorff's alpha "
+        f"{krippendorff_alpha(votes):.3f}",
+        file=sys.stderr,
+    )
+    if args.out:
+        from .table import load_nights
+
+        table = load_nights(
+            "all", root=_default_audit_root(args.root), min_votes=None, progress=_progress(args)
+        )
+        merge_into_split(table, per_triplet, args.out, note=f"annotation: {args.method}")
+        print(f"wrote the new split to {args.out}", file=sys.stderr)
+    else:
+        per_triplet.to_csv(sys.stdout)
+    return 0
+
+
 def _cmd_verify(args) -> int:
     from .verify import verify_folder
 
@@ -727,6 +805,55 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_options(export)
     export.set_defaults(run=_cmd_export_fiftyone)
 
+    annotate = commands.add_parser(
+        "annotate",
+        help="collect, import and aggregate new judgments",
+        description="create: a campaign database of 2AFC (and --jnd) trials from a split; "
+        "serve: the collection web app; status/export: progress and votes of a "
+        "campaign; import: votes from MTurk batch results, Label Studio exports or "
+        "CSV into one vote table; aggregate: per-triplet votes (majority, "
+        "dawid_skene, glad) and, with --out, a new split with provenance.",
+    )
+    annotate.add_argument(
+        "action", choices=("create", "serve", "status", "export", "import", "aggregate")
+    )
+    annotate.add_argument(
+        "campaign", nargs="?", type=Path, help="campaign .sqlite (create/serve/status/export)"
+    )
+    annotate.add_argument(
+        "--votes",
+        type=Path,
+        action="append",
+        default=[],
+        help="votes file (import/aggregate; repeatable)",
+    )
+    annotate.add_argument(
+        "--format",
+        choices=("csv", "mturk", "label-studio"),
+        default=None,
+        help="votes file format (default: guessed)",
+    )
+    annotate.add_argument(
+        "--method", choices=("majority", "dawid_skene", "glad"), default="majority"
+    )
+    annotate.add_argument("--out", type=Path, default=None, help="output file or split folder")
+    annotate.add_argument("--root", type=Path, default=None, help="NIGHTS folder")
+    annotate.add_argument("--split", default="test")
+    annotate.add_argument("--min-votes", type=int, default=None)
+    annotate.add_argument("--limit", type=int, default=None, help="first N triplets only")
+    annotate.add_argument("--trials-per-participant", type=int, default=20)
+    annotate.add_argument("--votes-per-trial", type=int, default=5)
+    annotate.add_argument("--sentinel-rate", type=float, default=0.1)
+    annotate.add_argument("--jnd", action="store_true", help="also JND trials")
+    annotate.add_argument("--seed", type=int, default=0)
+    annotate.add_argument(
+        "--completion-url", default=None, help="where participants go when done (e.g. Prolific's)"
+    )
+    annotate.add_argument("--host", default="127.0.0.1")
+    annotate.add_argument("--port", type=int, default=8000)
+    annotate.add_argument("--quiet", action="store_true", help="no progress bars")
+    annotate.set_defaults(run=_cmd_annotate)
+
     from .releases import RELEASES
 
     download = commands.add_parser(
@@ -815,6 +942,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "filter" and not args.out and not args.dry_run:
         parser.error("filter: --out is required (or --dry-run)")
+    if args.command == "annotate":
+        if args.action in ("create", "serve", "status", "export") and not args.campaign:
+            parser.error(f"annotate {args.action}: give the campaign .sqlite file")
+        if args.action in ("import", "aggregate") and not args.votes:
+            parser.error(f"annotate {args.action}: give at least one --votes file")
     try:
         return args.run(args)
     except (NightsError, FileExistsError, ValueError, DreamSimErrors) as error:
