@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, triplet_id INTEGER,
     ref TEXT NOT NULL, first TEXT NOT NULL, second TEXT,
-    swapped INTEGER NOT NULL DEFAULT 0, expected TEXT, prompt TEXT);
+    swapped INTEGER NOT NULL DEFAULT 0, expected TEXT, prompt TEXT, repeat_of INTEGER);
 CREATE TABLE IF NOT EXISTS participants (
     worker TEXT PRIMARY KEY, study TEXT, session TEXT, started REAL NOT NULL, finished REAL);
 CREATE TABLE IF NOT EXISTS assignments (
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS votes (
     trial INTEGER NOT NULL, worker TEXT NOT NULL, answer TEXT NOT NULL, rt_ms REAL,
     created REAL NOT NULL, PRIMARY KEY (trial, worker));
 """
-KINDS = ("practice", "2afc", "sentinel", "jnd")
+KINDS = ("practice", "2afc", "sentinel", "jnd", "repeat")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -58,6 +58,8 @@ def create_campaign(
     votes_per_trial: int = 5,
     sentinel_rate: float = 0.1,
     practice: int = 2,
+    repeats: int = 2,
+    policy: str = "target",
     jnd: bool = False,
     jnd_timing_ms=(1000, 500, 1000),
     seed: int = 0,
@@ -65,7 +67,16 @@ def create_campaign(
     image_root: str | None = None,
 ) -> dict:
     """Writes a campaign database for the triplets of ``table``; returns its settings
-    (the admin token included: keep it)."""
+    (the admin token included: keep it).
+
+    ``repeats``: trials shown a second time to each participant (self-consistency).
+    ``policy``: which trials still need votes when a participant arrives: ``target``
+    (``votes_per_trial`` each), ``nights`` (while unanimous, up to ``votes_per_trial``) or
+    ``beta`` (Beta-binomial stopping, at most ``votes_per_trial``); see
+    :mod:`annotation.policies`.
+    """
+    if policy not in ("target", "nights", "beta"):
+        raise ValueError(f"policy must be target, nights or beta, not {policy!r}")
     from nights.table import table_meta
 
     path = Path(path)
@@ -123,6 +134,8 @@ def create_campaign(
         "sentinel_rate": sentinel_rate,
         "seed": seed,
         "jnd_timing_ms": list(jnd_timing_ms),
+        "repeats": repeats,
+        "policy": policy,
         "completion_url": completion_url,
         "admin_token": secrets.token_urlsafe(24),
         "image_root": image_root or table_meta(table).get("root"),
@@ -138,6 +151,12 @@ def create_campaign(
         "INSERT INTO trials (kind, triplet_id, ref, first, second, swapped, "
         "expected, prompt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         trials,
+    )
+    # Every 2AFC trial has a twin, shown with the sides the other way round, for repeats.
+    db.execute(
+        "INSERT INTO trials (kind, triplet_id, ref, first, second, swapped, expected, "
+        "prompt, repeat_of) SELECT 'repeat', triplet_id, ref, first, second, "
+        "1 - swapped, NULL, prompt, id FROM trials WHERE kind = '2afc'"
     )
     db.executemany(
         "INSERT INTO settings VALUES (?, ?)",
@@ -172,9 +191,21 @@ class CampaignStore:
             for key, value in self.db.execute("SELECT key, value FROM settings")
         }
 
+    def _policy(self):
+        from .policies import BetaBinomialStop, NightsScheme
+
+        target = self.settings["votes_per_trial"]
+        name = self.settings.get("policy", "target")
+        if name == "nights":
+            return NightsScheme(max_votes=target)
+        if name == "beta":
+            return BetaBinomialStop(max_votes=target)
+        return None
+
     def _assign(self, worker: str) -> None:
         """Practice first, then the 2AFC/JND trials furthest from their vote target (votes
-        plus open assignments), sentinels mixed in; all inside one write transaction."""
+        plus open assignments) that the collection policy still wants votes for, sentinels
+        mixed in, repeats of a few of them at the end; all inside one write transaction."""
         count = self.settings["trials_per_participant"]
         target = self.settings["votes_per_trial"]
         digest = hashlib.sha256(f"{self.settings['seed']}:{worker}".encode()).digest()
@@ -183,24 +214,45 @@ class CampaignStore:
             r[0]
             for r in self.db.execute("SELECT id FROM trials WHERE kind = 'practice' ORDER BY id")
         ]
+        policy = self._policy()
         load = self.db.execute(
             """
-            SELECT t.id FROM trials t
+            SELECT t.id, COALESCE(v.first_side, 0), COALESCE(v.second_side, 0) FROM trials t
             LEFT JOIN (SELECT trial, COUNT(*) AS n FROM assignments GROUP BY trial) a
                 ON a.trial = t.id
+            LEFT JOIN (SELECT trial, SUM(answer IN ('left', 'same')) AS first_side,
+                              SUM(answer IN ('right', 'different')) AS second_side
+                       FROM votes GROUP BY trial) v ON v.trial = t.id
             WHERE t.kind IN ('2afc', 'jnd') AND COALESCE(a.n, 0) < ?
-            ORDER BY COALESCE(a.n, 0), t.id LIMIT ?""",
-            (target, count),
-        ).fetchall()
-        chosen = [r[0] for r in load]
+            ORDER BY COALESCE(a.n, 0), t.id""",
+            (target,),
+        )
+        chosen = []
+        for trial, first_side, second_side in load:
+            if policy is None or policy.needs_more(int(first_side), int(second_side)):
+                chosen.append(trial)
+            if len(chosen) == count:
+                break
         sentinels = [
             r[0]
             for r in self.db.execute("SELECT id FROM trials WHERE kind = 'sentinel' ORDER BY id")
         ]
         n_sentinels = min(len(sentinels), round(self.settings["sentinel_rate"] * len(chosen)))
-        picked = list(rng.choice(sentinels, size=n_sentinels, replace=False)) if n_sentinels else []
-        main = [int(t) for t in rng.permutation(chosen + [int(s) for s in picked])]
-        for position, trial in enumerate(practice + main):
+        picked = (
+            [int(t) for t in rng.choice(sentinels, size=n_sentinels, replace=False)]
+            if n_sentinels
+            else []
+        )
+        main = [int(t) for t in rng.permutation(chosen + picked)]
+        twins = dict(self.db.execute("SELECT repeat_of, id FROM trials WHERE kind = 'repeat'"))
+        repeatable = [t for t in chosen if t in twins]
+        n_repeats = min(self.settings.get("repeats", 0), len(repeatable))
+        repeats = (
+            [twins[int(t)] for t in rng.choice(repeatable, size=n_repeats, replace=False)]
+            if n_repeats
+            else []
+        )
+        for position, trial in enumerate(practice + main + repeats):
             self.db.execute("INSERT INTO assignments VALUES (?, ?, ?)", (worker, position, trial))
 
     @_locked
@@ -298,15 +350,16 @@ class CampaignStore:
 
     @_locked
     def votes(self):
-        """The vote table of :mod:`annotation.importers` (2AFC and sentinel trials), plus
-        ``kind`` and ``expected`` (for sentinel QC) and ``trial``."""
+        """The vote table of :mod:`annotation.importers` plus ``kind`` (``2afc``, ``repeat``,
+        ``sentinel``, ``jnd``), ``expected`` (sentinels) and ``trial``. Aggregate the
+        ``2afc`` rows; ``repeat`` rows are for self-consistency."""
         import pandas as pd
 
         frame = pd.read_sql_query(
             """
             SELECT t.triplet_id AS task, v.worker, v.answer AS label, v.rt_ms, t.kind,
                    t.expected, v.trial FROM votes v JOIN trials t ON t.id = v.trial
-            WHERE t.kind IN ('2afc', 'sentinel', 'jnd') ORDER BY v.created""",
+            WHERE t.kind IN ('2afc', 'sentinel', 'jnd', 'repeat') ORDER BY v.created""",
             self.db,
         )
         frame["source"] = self.path.name
@@ -331,3 +384,22 @@ class CampaignStore:
                 self.db.execute("SELECT kind, COUNT(*) FROM trials GROUP BY kind").fetchall()
             ),
         }
+
+
+def plan_campaign(store: CampaignStore, policy=None):
+    """Per 2AFC trial of a campaign: votes so far and whether ``policy`` (default: the
+    campaign's own) asks for more."""
+    import pandas as pd
+
+    from .policies import NightsScheme, plan
+
+    votes = store.votes()
+    votes = votes[votes["kind"] == "2afc"]
+    tasks = [
+        r[0]
+        for r in store.db.execute(
+            "SELECT DISTINCT triplet_id FROM trials WHERE kind = '2afc' ORDER BY triplet_id"
+        )
+    ]
+    policy = policy or store._policy() or NightsScheme(store.settings["votes_per_trial"])
+    return plan(votes if len(votes) else pd.DataFrame(columns=["task", "label"]), tasks, policy)

@@ -196,6 +196,8 @@ def read_votes(path: str | os.PathLike, format: str | None = None) -> pd.DataFra
     """Reads a votes file; ``format`` is ``csv``, ``mturk`` or ``label-studio`` (default: from
     the file: ``.json`` is Label Studio, a CSV with ``WorkerId`` MTurk, other CSVs plain)."""
     path = Path(path)
+    if not path.is_file():
+        raise VoteImportError(f"{path}: no such file")
     if format is None:
         if path.suffix.lower() == ".json":
             format = "label-studio"

@@ -469,6 +469,8 @@ def _cmd_annotate(args) -> int:
             trials_per_participant=args.trials_per_participant,
             votes_per_trial=args.votes_per_trial,
             sentinel_rate=args.sentinel_rate,
+            repeats=args.repeats,
+            policy=args.policy,
             jnd=args.jnd,
             seed=args.seed,
             completion_url=args.completion_url,
@@ -484,12 +486,20 @@ def _cmd_annotate(args) -> int:
         print(f"serving {args.campaign} on http://{args.host}:{args.port}/?PROLIFIC_PID=...")
         serve(args.campaign, host=args.host, port=args.port)
         return 0
-    if args.action in ("status", "export"):
-        from annotation.campaign import CampaignStore
+    if args.action in ("status", "export", "plan"):
+        from annotation.campaign import CampaignStore, plan_campaign
 
         store = CampaignStore(args.campaign)
         if args.action == "status":
             print(json.dumps(store.progress(), indent=2))
+        elif args.action == "plan":
+            planned = plan_campaign(store)
+            planned.to_csv(args.out or sys.stdout)
+            print(
+                f"{int(planned['needs_more'].sum())} of {len(planned)} triplets need more "
+                f"votes ({store.settings.get('policy', 'target')} policy)",
+                file=sys.stderr,
+            )
         else:
             store.votes().to_csv(args.out or sys.stdout, index=False)
         return 0
@@ -809,13 +819,14 @@ def build_parser() -> argparse.ArgumentParser:
         "annotate",
         help="collect, import and aggregate new judgments",
         description="create: a campaign database of 2AFC (and --jnd) trials from a split; "
-        "serve: the collection web app; status/export: progress and votes of a "
-        "campaign; import: votes from MTurk batch results, Label Studio exports or "
-        "CSV into one vote table; aggregate: per-triplet votes (majority, "
-        "dawid_skene, glad) and, with --out, a new split with provenance.",
+        "serve: the collection web app; status/plan/export: progress, the triplets the "
+        "campaign's policy still wants votes for, and the votes of a campaign; import: "
+        "votes from MTurk batch results, Label Studio exports or CSV into one vote table; "
+        "aggregate: per-triplet votes (majority, dawid_skene, glad) and, with --out, a new "
+        "split with provenance.",
     )
     annotate.add_argument(
-        "action", choices=("create", "serve", "status", "export", "import", "aggregate")
+        "action", choices=("create", "serve", "status", "plan", "export", "import", "aggregate")
     )
     annotate.add_argument(
         "campaign", nargs="?", type=Path, help="campaign .sqlite (create/serve/status/export)"
@@ -844,6 +855,18 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--trials-per-participant", type=int, default=20)
     annotate.add_argument("--votes-per-trial", type=int, default=5)
     annotate.add_argument("--sentinel-rate", type=float, default=0.1)
+    annotate.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="trials shown twice to each participant (self-consistency)",
+    )
+    annotate.add_argument(
+        "--policy",
+        choices=("target", "nights", "beta"),
+        default="target",
+        help="which triplets still need votes (default: %(default)s: --votes-per-trial each)",
+    )
     annotate.add_argument("--jnd", action="store_true", help="also JND trials")
     annotate.add_argument("--seed", type=int, default=0)
     annotate.add_argument(
@@ -943,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "filter" and not args.out and not args.dry_run:
         parser.error("filter: --out is required (or --dry-run)")
     if args.command == "annotate":
-        if args.action in ("create", "serve", "status", "export") and not args.campaign:
+        if args.action in ("create", "serve", "status", "plan", "export") and not args.campaign:
             parser.error(f"annotate {args.action}: give the campaign .sqlite file")
         if args.action in ("import", "aggregate") and not args.votes:
             parser.error(f"annotate {args.action}: give at least one --votes file")

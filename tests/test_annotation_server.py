@@ -98,6 +98,7 @@ def test_campaign_trials_are_reproducible(sample_home, cache_dir, tmp_path):
     kinds = pd.Series([row[0] for row in read[0]]).value_counts().to_dict()
     assert kinds["2afc"] == len(table) and kinds["jnd"] == 2 * len(table)
     assert kinds["sentinel"] == round(0.1 * len(table)) and kinds["practice"] == 2
+    assert kinds["repeat"] == kinds["2afc"]  # every 2AFC trial has a twin, sides reversed
     swapped = [row[4] for row in read[0] if row[0] == "2afc"]
     assert 0 < sum(swapped) < len(swapped)
     with pytest.raises(FileExistsError):
@@ -110,7 +111,9 @@ def test_a_session_resumes_and_votes_are_stored_on_the_stored_side(campaign):
         state = client.get(
             "/api/session", params={"PROLIFIC_PID": "p1", "STUDY_ID": "s", "SESSION_ID": "x"}
         ).json()
-        assert state["total"] == 2 + 10 + 1 and state["answered"] == 0
+        assert state["total"] == 2 + 10 + 1 + 2 and state["answered"] == 0
+        kinds = [t["kind"] for t in state["trials"]]
+        assert kinds[-2:] == ["repeat", "repeat"] and kinds.count("sentinel") == 1
         assert [t["kind"] for t in state["trials"][:2]] == ["practice", "practice"]
         again = client.get("/api/session", params={"PROLIFIC_PID": "p1"}).json()
         assert [t["trial"] for t in again["trials"]] == [t["trial"] for t in state["trials"]]
@@ -304,3 +307,106 @@ def test_a_participant_completes_2afc_and_jnd_in_chromium(campaign):
         elif row.kind == "2afc":  # always the image shown on the left
             assert row.label == ("right" if swaps[row.trial] else "left")
         assert row.rt_ms > 0
+
+
+def test_the_nights_policy_stops_asking_after_a_disagreement(sample_home, cache_dir, tmp_path):
+    from annotation.campaign import plan_campaign
+
+    table = load_nights("all", root=sample_home, min_votes=None, cache_dir=cache_dir)
+    table = table.select(range(3))
+    path = tmp_path / "c.sqlite"
+    create_campaign(
+        path,
+        table,
+        trials_per_participant=3,
+        votes_per_trial=6,
+        sentinel_rate=0,
+        practice=0,
+        repeats=0,
+        policy="nights",
+        seed=1,
+    )
+    store = CampaignStore(path)
+    first, second = (store.start(worker)["trials"] for worker in ("a", "b"))
+    assert len(first) == len(second) == 3
+    disputed = first[0]["trial"]
+    store.answer("a", disputed, "left", 500)
+    store.answer("b", disputed, "right", 500)  # a disagreement: no more votes wanted
+    unanimous = first[1]["trial"]
+    store.answer("a", unanimous, "left", 500)
+    third = {t["trial"] for t in store.start("c")["trials"]}
+    assert disputed not in third and unanimous in third
+    planned = plan_campaign(store)
+    triplet = store.db.execute(
+        "SELECT triplet_id FROM trials WHERE id = ?", (disputed,)
+    ).fetchone()[0]
+    assert not planned.loc[triplet, "needs_more"]
+    assert planned["needs_more"].sum() == 2
+
+
+def test_cli_create_status_plan_export_import_aggregate(sample_home, tmp_path, capsys):
+    from nights.cli import main
+
+    campaign = tmp_path / "c.sqlite"
+    assert (
+        main(
+            [
+                "annotate",
+                "create",
+                str(campaign),
+                "--root",
+                str(sample_home),
+                "--split",
+                "val",
+                "--trials-per-participant",
+                "4",
+                "--policy",
+                "nights",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "admin token" in capsys.readouterr().out
+    store = CampaignStore(campaign)
+    state = store.start("cli")
+    for trial in state["trials"]:
+        store.answer("cli", trial["trial"], "left", 600)
+    assert main(["annotate", "status", str(campaign)]) == 0
+    assert '"participants": 1' in capsys.readouterr().out
+    assert main(["annotate", "plan", str(campaign), "--out", str(tmp_path / "plan.csv")]) == 0
+    assert "need more votes (nights policy)" in capsys.readouterr().err
+    assert main(["annotate", "export", str(campaign), "--out", str(tmp_path / "v.csv")]) == 0
+    exported = pd.read_csv(tmp_path / "v.csv")
+    votes_file = tmp_path / "plain.csv"
+    exported[exported["kind"] == "2afc"][["task", "worker", "label", "rt_ms"]].to_csv(
+        votes_file, index=False
+    )
+    assert (
+        main(
+            ["annotate", "import", "--votes", str(votes_file), "--out", str(tmp_path / "table.csv")]
+        )
+        == 0
+    )
+    assert len(pd.read_csv(tmp_path / "table.csv")) == (exported["kind"] == "2afc").sum()
+    split = tmp_path / "new_split"
+    assert (
+        main(
+            [
+                "annotate",
+                "aggregate",
+                "--votes",
+                str(votes_file),
+                "--root",
+                str(sample_home),
+                "--out",
+                str(split),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    merged = load_nights("all", root=split, min_votes=None, cache_dir=tmp_path / "t")
+    assert set(merged["id"]) == set(exported[exported["kind"] == "2afc"]["task"])
+    assert main(["annotate", "aggregate", "--votes", str(tmp_path / "absent.csv")]) == 2
+    assert "absent.csv: no such file" in capsys.readouterr().err
