@@ -1,10 +1,9 @@
-"""Extending NIGHTS with new judgments: import votes, aggregate them, merge them as splits.
+"""Extending NIGHTS with new judgments: collect, import, aggregate, merge as splits.
 
-Delivered so far: importers (MTurk batch results, Label Studio pairwise exports, plain CSV) into
-one vote table, collection policies (the NIGHTS scheme, a Beta-binomial stopping rule),
-aggregation on crowd-kit (majority, Dawid-Skene, GLAD), worker quality checks, Krippendorff's
-alpha, and merging into a split with provenance. The self-hosted collection app is not built
-yet (issue 7).
+Campaigns and their SQLite store (:mod:`annotation.campaign`), the collection app
+(:mod:`annotation.server`), importers from other platforms (:mod:`annotation.importers`),
+collection policies (:mod:`annotation.policies`) and aggregation on crowd-kit
+(:mod:`annotation.aggregate`). Imports ``nights`` for the table and ``write_split`` only.
 """
 
 from .aggregate import aggregate, krippendorff_alpha, merge_into_split, vote_counts, worker_quality
