@@ -78,28 +78,40 @@ def worker_quality(
     min_consistency: float = 0.7,
     min_rt_ms: float | None = None,
 ) -> pd.DataFrame:
-    """One row per worker: answers, sentinel accuracy, self-consistency on repeated trials,
+    """One row per worker: answers, sentinel accuracy, self-consistency on repeated tasks,
     median response time, and ``excluded`` with the reasons.
 
-    ``sentinels`` maps task ids whose answer is known (one candidate is the reference) to the
-    correct side. Self-consistency is the share of repeated tasks a worker answered the same
-    way every time.
+    Sentinels (answer known: one candidate is the reference) come from ``sentinels`` (task id
+    -> correct side) or, for a campaign export, from the rows of kind ``sentinel`` with their
+    ``expected`` side. Self-consistency is the share of tasks answered more than once (kinds
+    ``2afc``/``repeat`` in an export) that got the same answer every time.
     """
+    kind = votes["kind"] if "kind" in votes else pd.Series("2afc", index=votes.index)
+    if "expected" in votes and (kind == "sentinel").any():
+        checks = votes[kind == "sentinel"]
+        checks = checks.assign(correct=checks["label"] == checks["expected"])
+    elif sentinels:
+        checks = votes[votes["task"].isin(sentinels)]
+        checks = checks.assign(correct=checks["label"] == checks["task"].map(sentinels))
+    else:
+        checks = None
+    judged = votes[kind.isin(["2afc", "repeat"])]
     rows = []
     for worker, answers in votes.groupby("worker"):
         row = {"worker": worker, "answers": len(answers)}
-        if sentinels:
-            checked = answers[answers["task"].isin(sentinels)]
-            correct = checked["label"] == checked["task"].map(sentinels)
-            row["sentinel_accuracy"] = float(correct.mean()) if len(checked) else np.nan
-        repeated = answers.groupby("task")["label"].agg(["nunique", "size"])
+        if checks is not None:
+            own = checks[checks["worker"] == worker]
+            row["sentinel_accuracy"] = float(own["correct"].mean()) if len(own) else np.nan
+        repeated = (
+            judged[judged["worker"] == worker].groupby("task")["label"].agg(["nunique", "size"])
+        )
         repeated = repeated[repeated["size"] > 1]
         row["consistency"] = float((repeated["nunique"] == 1).mean()) if len(repeated) else np.nan
         row["median_rt_ms"] = (
             float(answers["rt_ms"].median()) if answers["rt_ms"].notna().any() else np.nan
         )
         reasons = []
-        if sentinels and row["sentinel_accuracy"] < min_sentinel_accuracy:
+        if checks is not None and row["sentinel_accuracy"] < min_sentinel_accuracy:
             reasons.append("sentinels")
         if row["consistency"] < min_consistency:
             reasons.append("inconsistent")

@@ -70,7 +70,8 @@ def _first(row: dict, *names: str):
 
 def read_plain_csv(path: str | os.PathLike) -> pd.DataFrame:
     """A CSV with ``task`` (or ``triplet_id``/``id``), ``worker``, ``label`` (left/right, 0/1)
-    and optionally ``rt_ms`` and ``swapped`` (the display was swapped; the label is as shown)."""
+    and optionally ``rt_ms``, ``swapped`` (the display was swapped; the label is as shown) and
+    ``kind``/``expected`` (as ``nights annotate export`` writes them)."""
     path = Path(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     rows = []
@@ -92,7 +93,11 @@ def read_plain_csv(path: str | os.PathLike) -> pd.DataFrame:
                 "rt_ms": row.get("rt_ms"),
             }
         )
-    return _frame(rows, path)
+    result = _frame(rows, path)
+    for extra in ("kind", "expected"):  # kept from campaign exports, for quality checks
+        if extra in frame.columns:
+            result[extra] = frame[extra].replace("", None).to_numpy()
+    return result
 
 
 def _mturk_answer(row: dict, where: str) -> str:

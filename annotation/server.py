@@ -97,9 +97,7 @@ def create_app(campaign: str | Path) -> Starlette:
         votes = store.votes()
         if votes.empty:
             return JSONResponse({})
-        sentinels = votes[votes["kind"] == "sentinel"]
-        expected = dict(zip(sentinels["task"], sentinels["expected"]))
-        quality = worker_quality(votes[votes["kind"] != "jnd"], sentinels=expected or None)
+        quality = worker_quality(votes[votes["kind"] != "jnd"])
         return Response(
             quality.reset_index().to_json(orient="records"), media_type="application/json"
         )

@@ -446,6 +446,24 @@ def _cmd_export_fiftyone(args) -> int:
     return 0
 
 
+def _exclude_flagged_workers(votes, min_rt_ms: float | None):
+    """Drops workers that fail quality checks (sentinels and repeats when the votes come from a
+    campaign export, speed always); keeps the 2AFC answers of the others."""
+    from annotation.aggregate import worker_quality
+
+    quality = worker_quality(votes, min_rt_ms=min_rt_ms)
+    flagged = quality.index[quality["excluded"]]
+    if len(flagged):
+        print(
+            f"excluded {len(flagged)} worker(s) failing quality checks: "
+            + ", ".join(f"{w} ({quality.loc[w, 'reasons']})" for w in flagged[:10]),
+            file=sys.stderr,
+        )
+    if "kind" in votes:
+        votes = votes[votes["kind"] == "2afc"]
+    return votes[~votes["worker"].isin(flagged)]
+
+
 def _cmd_annotate(args) -> int:
     """``nights annotate ACTION``: campaigns, the collection app, imported votes."""
     import pandas as pd
@@ -515,6 +533,7 @@ def _cmd_annotate(args) -> int:
             file=sys.stderr,
         )
         return 0
+    votes = _exclude_flagged_workers(votes, args.min_rt_ms)
     per_triplet = aggregate(votes, method=args.method)
     print(
         f"{len(per_triplet)} triplets, {len(votes)} votes; Krippendorff's alpha "
@@ -874,6 +893,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     annotate.add_argument("--host", default="127.0.0.1")
     annotate.add_argument("--port", type=int, default=8000)
+    annotate.add_argument(
+        "--min-rt-ms",
+        type=float,
+        default=None,
+        help="aggregate: exclude workers whose median response is faster",
+    )
     annotate.add_argument("--quiet", action="store_true", help="no progress bars")
     annotate.set_defaults(run=_cmd_annotate)
 

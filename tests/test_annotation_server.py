@@ -410,3 +410,55 @@ def test_cli_create_status_plan_export_import_aggregate(sample_home, tmp_path, c
     assert set(merged["id"]) == set(exported[exported["kind"] == "2afc"]["task"])
     assert main(["annotate", "aggregate", "--votes", str(tmp_path / "absent.csv")]) == 2
     assert "absent.csv: no such file" in capsys.readouterr().err
+
+
+def test_aggregate_excludes_workers_failing_quality(sample_home, tmp_path, capsys):
+    from nights.cli import main
+
+    campaign = tmp_path / "c.sqlite"
+    assert (
+        main(
+            [
+                "annotate",
+                "create",
+                str(campaign),
+                "--root",
+                str(sample_home),
+                "--split",
+                "val",
+                "--trials-per-participant",
+                "6",
+                "--votes-per-trial",
+                "4",
+                "--sentinel-rate",
+                "0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    store = CampaignStore(campaign)
+    truth = {
+        trial: (swapped, expected)
+        for trial, swapped, expected in store.db.execute("SELECT id, swapped, expected FROM trials")
+    }
+    for trial in store.start("careful")["trials"]:
+        swapped, expected = truth[trial["trial"]]
+        # Sentinels right, and always the stored left image: consistent across repeats.
+        answer = expected if expected else ("right" if swapped else "left")
+        store.answer("careful", trial["trial"], answer, 900)
+    for trial in store.start("rusher")["trials"]:
+        store.answer("rusher", trial["trial"], "left", 100)
+    assert main(["annotate", "export", str(campaign), "--out", str(tmp_path / "v.csv")]) == 0
+    capsys.readouterr()
+    assert (
+        main(["annotate", "aggregate", "--votes", str(tmp_path / "v.csv"), "--min-rt-ms", "300"])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "excluded 1 worker(s)" in captured.err and "rusher (" in captured.err
+    assert "speeder" in captured.err and "careful" not in captured.err
+    per_triplet = pd.read_csv(io.StringIO(captured.out))
+    assert (per_triplet["votes"] == 1).all()  # the careful worker's 2AFC answers only
+    careful = store.votes().query("worker == 'careful' and kind == '2afc'")
+    assert sorted(per_triplet["task"]) == sorted(careful["task"])
