@@ -12,6 +12,27 @@ from nights.synthetic import make_synthetic_nights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEMO_IMAGES = SHARED / "data" / "dreamsim_demo"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; no test downloads a browser of its own
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def launch_chromium(driver):
+    """Headless Debian Chromium for Playwright, with the flags this closed network needs."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    return driver.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,8 @@ httpx = pytest.importorskip("httpx")
 from annotation.campaign import CampaignStore, create_campaign  # noqa: E402
 from nights import load_nights  # noqa: E402
 
+from .conftest import ARTIFACTS, launch_chromium  # noqa: E402
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -248,24 +250,9 @@ def test_acknowledged_votes_survive_sigkill(campaign):
 @pytest.mark.browser
 def test_a_participant_completes_2afc_and_jnd_in_chromium(campaign):
     playwright = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian chromium is not installed")
     path, _ = campaign
-    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
     with running_server(path) as (url, _), playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch_chromium(driver)
         page = browser.new_page()
         page.route("https://app.example/**", lambda route: route.fulfill(body="completed"))
         page.goto(f"{url}/?PROLIFIC_PID=b1&STUDY_ID=s&SESSION_ID=x")
@@ -282,7 +269,7 @@ def test_a_participant_completes_2afc_and_jnd_in_chromium(campaign):
                 page.wait_for_function("document.getElementById('left').complete", timeout=15_000)
                 page.wait_for_timeout(100)
                 if number == 3:
-                    page.screenshot(path=str(artifacts / "annotation-2afc.png"))
+                    page.screenshot(path=str(ARTIFACTS / "annotation-2afc.png"))
                 if number % 2:
                     page.keyboard.press("ArrowLeft")
                 else:

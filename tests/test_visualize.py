@@ -23,6 +23,8 @@ from nights import load_nights  # noqa: E402
 from nights.cli import main  # noqa: E402
 from nights.testing import fiftyone_mongod, mongo_server  # noqa: E402
 
+from .conftest import ARTIFACTS, launch_chromium  # noqa: E402
+
 MONGOD = (
     Path(importlib.util.find_spec("fiftyone").submodule_search_locations[0])
     / "db"
@@ -254,35 +256,20 @@ def test_export_keeps_the_release_layout(fo, sample_home, audited, tmp_path):
 @pytest.mark.browser
 def test_the_app_shows_triplets_with_votes_and_scores(fo, sample_home, audited, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian chromium is not installed")
     from nights.visualize import to_fiftyone
 
     table = load_nights("test", root=sample_home, min_votes=None, cache_dir=tmp_path / "t")
     dataset = to_fiftyone(table, name="t-app", audit=audited, overwrite=True)
     port = _free_port()
     session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
-    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
     try:
         with playwright.sync_playwright() as driver:
-            browser = driver.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=[
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ],
-            )
+            browser = launch_chromium(driver)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="load", timeout=120_000)
             page.wait_for_selector("[data-cy=looker]", timeout=120_000)
             assert page.locator("[data-cy=looker]").count() >= 1
-            page.screenshot(path=str(artifacts / "fiftyone-grid.png"))
+            page.screenshot(path=str(ARTIFACTS / "fiftyone-grid.png"))
             sidebar = page.content()
             assert "psnr_choice" in sidebar and "votes" in sidebar
             dismiss = page.get_by_role("button", name="Dismiss")
@@ -291,7 +278,7 @@ def test_the_app_shows_triplets_with_votes_and_scores(fo, sample_home, audited, 
             page.locator("[data-cy=looker]").first.click()
             page.wait_for_timeout(3000)
             modal = page.content()
-            page.screenshot(path=str(artifacts / "fiftyone-triplet.png"))
+            page.screenshot(path=str(ARTIFACTS / "fiftyone-triplet.png"))
             for slice_name in ("ref", "left", "right"):
                 assert slice_name in modal
             assert "human_choice" in modal
