@@ -571,6 +571,8 @@ def _cmd_verify(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .table import SPLITS
+
     parser = argparse.ArgumentParser(
         prog="nights",
         description="Get, inspect, audit and extend the NIGHTS dataset.",
@@ -734,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--split",
         default="test",
-        choices=("train", "val", "test", "test_imagenet", "test_no_imagenet", "all"),
+        choices=SPLITS,
         help="(default: %(default)s)",
     )
     audit.add_argument(
@@ -777,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--split",
             default="test",
-            choices=("train", "val", "test", "test_imagenet", "test_no_imagenet", "all"),
+            choices=SPLITS,
             help="(default: %(default)s)",
         )
         command.add_argument(
@@ -919,7 +921,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--split",
         default=None,
-        choices=("train", "val", "test", "test_imagenet", "test_no_imagenet", "all"),
+        choices=SPLITS,
         help="fetch only this split's images",
     )
     download.add_argument(

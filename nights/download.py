@@ -41,13 +41,13 @@ from .errors import DownloadError, IntegrityError
 from .releases import CSV_IN_FULL_ZIP, FULL_ZIP, RELEASES, ReleaseFile, file_url
 from .remote_zip import RemoteZip
 from .schema import read_data_csv
+from .table import split_mask
 from .transfer import FileDownload, HttpClient, RemoteInfo
 
 logger = logging.getLogger(__name__)
 
 STATE_DIR = ".nights-download"
 _SPACE_MARGIN = 1 << 30
-_PARTIAL_SPLITS = ("train", "val", "test", "test_imagenet", "test_no_imagenet", "all")
 
 
 @dataclass
@@ -371,14 +371,7 @@ def _download_release(client, variant, root, jobs, base, dry_run, keep_archives,
 
 def _select_rows(frame, split: str | None, ids: list[int] | None):
     if split is not None:
-        if split not in _PARTIAL_SPLITS:
-            raise ValueError(f"split must be one of {', '.join(_PARTIAL_SPLITS)}, not {split!r}")
-        if split != "all":
-            frame = frame[frame["split"] == ("test" if split.startswith("test") else split)]
-        if split == "test_imagenet":
-            frame = frame[frame["is_imagenet"]]
-        if split == "test_no_imagenet":
-            frame = frame[~frame["is_imagenet"]]
+        frame = frame[split_mask(split, frame["split"], frame["is_imagenet"])]
     if ids is not None:
         frame = frame[frame["id"].isin(set(ids))]
     return frame

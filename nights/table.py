@@ -384,27 +384,46 @@ def table_meta(table) -> dict:
         return {}
 
 
-def select_split(table, split: str | None, min_votes: int | None):
-    """Rows of one split (see :data:`SPLITS`) with at least ``min_votes`` votes."""
+def split_mask(split: str, splits, is_imagenet) -> np.ndarray:
+    """Which rows belong to ``split`` (one of :data:`SPLITS`), from the ``split`` and
+    ``is_imagenet`` columns as arrays: upstream's ``test_imagenet`` / ``test_no_imagenet``
+    are the test rows with and without ``is_imagenet``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    splits = np.asarray(splits)
+    if split == "all":
+        return np.ones(len(splits), dtype=bool)
+    base = "test" if split.startswith("test") else split
+    mask = splits == base
+    if split != base:
+        imagenet = np.asarray(is_imagenet) == True  # noqa: E712 (nulls count as False)
+        mask &= imagenet if split == "test_imagenet" else ~imagenet
+    return mask
+
+
+def select_split(table, split: str | None, min_votes: int | None):
+    """Rows of one split (see :data:`SPLITS`) with at least ``min_votes`` votes."""
     data = table.data
-    mask = np.ones(len(table), dtype=bool)
-    if split != "all":
-        if "split" not in table.column_names:
-            raise NightsError("this table has no split column; use split='all'")
-        splits = data.column("split").to_numpy(zero_copy_only=False)
-        base = "test" if split.startswith("test") else split
-        mask &= splits == base
-        if split != base:
-            imagenet = data.column("is_imagenet").to_numpy(zero_copy_only=False)
-            mask &= (imagenet == True) if split == "test_imagenet" else (imagenet == False)  # noqa: E712
-        if not mask.any() and not (splits == base).any():
-            found = sorted({str(s) for s in splits})
-            raise NightsError(
-                f"no row has split {base!r} (splits present: {', '.join(found)}); "
-                "use split='all' for tables without splits"
-            )
+    if split != "all" and split in SPLITS and "split" not in table.column_names:
+        raise NightsError("this table has no split column; use split='all'")
+    splits = (
+        data.column("split").to_numpy(zero_copy_only=False)
+        if split != "all"
+        else np.zeros(len(table))
+    )
+    imagenet = (
+        data.column("is_imagenet").to_numpy(zero_copy_only=False)
+        if split in ("test_imagenet", "test_no_imagenet")
+        else None
+    )
+    mask = split_mask(split, splits, imagenet)
+    base = "test" if str(split).startswith("test") else split
+    if split != "all" and not (splits == base).any():
+        found = sorted({str(s) for s in splits})
+        raise NightsError(
+            f"no row has split {base!r} (splits present: {', '.join(found)}); "
+            "use split='all' for tables without splits"
+        )
     if min_votes is not None:
         votes = data.column("votes").to_numpy(zero_copy_only=False)
         votes = np.where(pd.isna(votes), -1, votes).astype(np.int64)
