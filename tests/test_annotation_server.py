@@ -281,8 +281,15 @@ def test_a_participant_completes_2afc_and_jnd_in_chromium(campaign):
                 f"!document.getElementById('done').classList.contains('hidden')",
                 timeout=15_000,
             )
+        onsets = page.evaluate("window.jndOnsets")
         page.wait_for_url("https://app.example/**", timeout=15_000)
         browser.close()
+    # Frame-timed JND: reference 1000 ms, mask 500 ms, distortion 1000 ms, give or take frames.
+    assert len(onsets) == len([t for t in state["trials"] if t["kind"] == "jnd"])
+    for onset in onsets:
+        assert abs(onset["mask"] - onset["reference"] - 1000) < 60
+        assert abs(onset["distortion"] - onset["mask"] - 500) < 60
+        assert abs(onset["question"] - onset["distortion"] - 1000) < 60
     store = CampaignStore(path)
     votes = store.votes()
     swaps = dict(store.db.execute("SELECT id, swapped FROM trials").fetchall())
