@@ -320,18 +320,41 @@ def fiftyone_mongod() -> Path:
     return Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod"
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process, what: str, timeout: float = 30.0) -> None:
+    """Returns once ``process`` accepts connections on 127.0.0.1:``port``; raises (and kills
+    it) if it exits or the time runs out first."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"{what} did not start (exit {process.poll()})") from None
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def mongo_server(binary: str | os.PathLike | None = None, timeout: float = 30.0):
     """A mongod on 127.0.0.1 with a temporary dbpath; yields its URI, stops it at the end."""
-    import socket
     import subprocess
     import tempfile
 
     binary = Path(binary) if binary else fiftyone_mongod()
     dbpath = Path(tempfile.mkdtemp(prefix="nights-mongo-"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [
             str(binary),
@@ -347,15 +370,7 @@ def mongo_server(binary: str | os.PathLike | None = None, timeout: float = 30.0)
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{binary} did not start (exit {process.poll()})") from None
-                time.sleep(0.2)
+        wait_for_port(port, process, str(binary), timeout)
         yield f"mongodb://127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -6,11 +6,9 @@ import contextlib
 import io
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,44 +20,27 @@ httpx = pytest.importorskip("httpx")
 
 from annotation.campaign import CampaignStore, create_campaign  # noqa: E402
 from nights import load_nights  # noqa: E402
+from nights.testing import free_port, wait_for_port  # noqa: E402
 
 from .conftest import ARTIFACTS, launch_chromium  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
 def running_server(campaign: Path):
     """``nights annotate serve`` in a process of its own; yields its base URL."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nights.cli",
-            "annotate",
-            "serve",
-            str(campaign),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("the server did not start") from None
-            time.sleep(0.2)
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "nights.cli",
+        "annotate",
+        "serve",
+        str(campaign),
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, process, "the annotation server")
     try:
         yield f"http://127.0.0.1:{port}", process
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,22 +20,9 @@ if importlib.util.find_spec("fiftyone") is None:
 
 from nights import load_nights  # noqa: E402
 from nights.cli import main  # noqa: E402
-from nights.testing import fiftyone_mongod, mongo_server  # noqa: E402
+from nights.testing import fiftyone_mongod, free_port, mongo_server  # noqa: E402
 
 from .conftest import ARTIFACTS, launch_chromium  # noqa: E402
-
-MONGOD = (
-    Path(importlib.util.find_spec("fiftyone").submodule_search_locations[0])
-    / "db"
-    / "bin"
-    / "mongod"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +246,7 @@ def test_the_app_shows_triplets_with_votes_and_scores(fo, sample_home, audited, 
 
     table = load_nights("test", root=sample_home, min_votes=None, cache_dir=tmp_path / "t")
     dataset = to_fiftyone(table, name="t-app", audit=audited, overwrite=True)
-    port = _free_port()
+    port = free_port()
     session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
     try:
         with playwright.sync_playwright() as driver:
