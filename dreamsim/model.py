@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .backbones import build_vit, last_block_tokens
+from .backbones import build_vit
 from .lora import merge_adapter, wrap_with_peft
 from .variants import Backbone, Variant, resolve_variant
 from .weights import backbone_state, checkpoint_folder, weights_id
@@ -33,7 +33,7 @@ class Branch(nn.Module):
         self.register_buffer("proj", proj if proj is not None else torch.empty(0))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        tokens = last_block_tokens(self.model, (images - self.mean) / self.std)
+        tokens = self.model((images - self.mean) / self.std)  # last block, before the norm
         if self.feature == "cls":
             return tokens[:, 0]
         if self.feature == "embedding":

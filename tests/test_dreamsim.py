@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("timm")
+pytest.importorskip("safetensors")
 
 from PIL import Image  # noqa: E402
 
@@ -216,7 +216,7 @@ def test_preprocess_and_batched_embedding_helper(tmp_path):
 def test_importing_dreamsim_loads_no_optional_library_and_not_nights():
     code = (
         "import sys, dreamsim; print([m for m in ('open_clip', 'transformers', 'peft', "
-        "'timm', 'nights') if m in sys.modules])"
+        "'safetensors', 'nights') if m in sys.modules])"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

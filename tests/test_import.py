@@ -9,7 +9,7 @@ import sys
 def test_import_nights_loads_no_heavy_library():
     code = (
         "import sys, nights; heavy = [m for m in ('torch', 'datasets', 'fiftyone', "
-        "'open_clip', 'timm') if m in sys.modules]; print(heavy)"
+        "'open_clip', 'peft') if m in sys.modules]; print(heavy)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
