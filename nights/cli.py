@@ -284,7 +284,7 @@ def _cmd_audit(args) -> int:
         summarize,
         write_outputs,
     )
-    from .metrics import EmbeddingMetric, get_metric
+    from .metrics import EmbeddingMetric, batch_size_for, get_metric
     from .score_cache import ScoreCache
     from .table import load_jnd, load_nights
 
@@ -322,12 +322,15 @@ def _cmd_audit(args) -> int:
             from datasets.distributed import split_dataset_by_node
 
             table = split_dataset_by_node(table, rank=rank, world_size=world)
+        batch_size = args.batch_size or (
+            batch_size_for(metric.device) if isinstance(metric, EmbeddingMetric) else 32
+        )
         scores.append(
             score_table(
                 table,
                 [metric],
                 cache=cache,
-                batch_size=args.batch_size,
+                batch_size=batch_size,
                 num_workers=args.num_workers,
                 progress=options["progress"],
             )
@@ -359,7 +362,7 @@ def _cmd_audit(args) -> int:
             load_jnd(root, progress=options["progress"]),
             metrics,
             cache=cache,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or 32,
             progress=options["progress"],
         )
     audit = audit_frame(scores, reference)
@@ -751,7 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="psnr, ssim, ms_ssim, dreamsim[:VARIANT] or baseline:VARIANT (repeatable)",
     )
-    audit.add_argument("--batch-size", type=int, default=32)
+    audit.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per batch (default: 32 on CPU; on CUDA 64-256 by the card's memory; "
+        "halved by itself when the device runs out of memory)",
+    )
     audit.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     audit.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best)")
     audit.add_argument(

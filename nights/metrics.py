@@ -16,12 +16,14 @@ and ``d1 = d(ref, right)``: mean of ``(d0 < d1)(1 - p) + (d1 < d0) p + (d0 == d1
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 PAIR_METRICS = ("psnr", "ssim", "ms_ssim")
+logger = logging.getLogger(__name__)
 
 
 class Metric:
@@ -58,12 +60,37 @@ class PairMetric(Metric):
         )
 
 
+def batch_size_for(device) -> int:
+    """Images per batch for embedding on ``device``: 32 on CPU and MPS; on CUDA by the card's
+    memory (64 under 16 GiB, 128 under 40 GiB, 256 from 40 GiB: an H100 or A100-80GB)."""
+    import torch
+
+    device = torch.device(device or "cpu")
+    if device.type != "cuda":
+        return 32
+    gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return 64 if gib < 16 else 128 if gib < 40 else 256
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error)  # MPS, older CUDA
+    )
+
+
 class EmbeddingMetric(Metric):
-    """A DreamSim model (tuned or not): embeddings of 224 px images, cosine distance."""
+    """A DreamSim model (tuned or not): embeddings of 224 px images, cosine distance.
+
+    A batch that runs out of device memory is embedded again in halves, and the halved size
+    is kept for the rest of the run (``max_batch``); results do not depend on the batch size.
+    """
 
     def __init__(self, name: str, model):
         self.name, self.model = name, model
         self.cache_id = f"{name}-{model.weights_id}-norm{int(model.normalize_embeds)}"
+        self.max_batch: int | None = None
 
     @property
     def device(self):
@@ -72,8 +99,27 @@ class EmbeddingMetric(Metric):
     def embed(self, images):
         import torch
 
-        with torch.inference_mode():
-            return self.model.embed(images.to(self.device, non_blocking=True)).float().cpu()
+        while True:
+            size = min(self.max_batch or len(images), len(images))
+            try:
+                with torch.inference_mode():
+                    parts = [
+                        self.model.embed(chunk.to(self.device, non_blocking=True)).float().cpu()
+                        for chunk in images.split(max(size, 1))
+                    ]
+                return torch.cat(parts)
+            except RuntimeError as error:  # torch.cuda.OutOfMemoryError is one
+                if not _out_of_memory(error) or size <= 1:
+                    raise
+                self.max_batch = size // 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                logger.warning(
+                    "%s: out of device memory at %d images per batch; going on with %d",
+                    self.name,
+                    size,
+                    self.max_batch,
+                )
 
     def distances(self, embed_a, embed_b):
         import torch

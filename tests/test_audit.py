@@ -136,6 +136,62 @@ def test_each_distinct_image_is_embedded_once(tmp_path, tiny_dreamsim, monkeypat
     assert scores.loc[2, "d_left"] == pytest.approx(expected, abs=1e-5)
 
 
+def test_out_of_memory_halves_the_batch_and_keeps_the_results(
+    sample_table, tiny_dreamsim, tmp_path, monkeypatch, caplog
+):
+    table = sample_table.select(range(8))
+    expected = score_table(
+        table, [tiny_dreamsim], cache=ScoreCache(tmp_path / "a.db"), batch_size=8
+    )
+    real_embed, sizes = tiny_dreamsim.model.embed, []
+
+    def small_device(images):
+        sizes.append(len(images))
+        if len(images) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_embed(images)
+
+    monkeypatch.setattr(tiny_dreamsim.model, "embed", small_device)
+    with caplog.at_level("WARNING", logger="nights.metrics"):
+        scores = score_table(
+            table, [tiny_dreamsim], cache=ScoreCache(tmp_path / "b.db"), batch_size=8
+        )
+    pd.testing.assert_frame_equal(scores, expected, atol=1e-6, rtol=0)
+    assert tiny_dreamsim.max_batch == 2 and sizes[:2] == [8, 4] and max(sizes[2:]) == 2
+    assert "out of device memory at 8 images per batch; going on with 4" in caplog.text
+    calls = len(sizes)
+
+    def broken(images):
+        sizes.append(len(images))
+        raise RuntimeError("expected all tensors to be on the same device")
+
+    monkeypatch.setattr(tiny_dreamsim.model, "embed", broken)
+    with pytest.raises(RuntimeError, match="same device"):
+        tiny_dreamsim.embed(torch.zeros(2, 3, 224, 224))
+    assert len(sizes) == calls + 1  # not an OOM: no retry
+    tiny_dreamsim.max_batch = None
+
+    def always_full(images):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(tiny_dreamsim.model, "embed", always_full)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        tiny_dreamsim.embed(torch.zeros(4, 3, 224, 224))
+    assert tiny_dreamsim.max_batch == 1
+
+
+def test_batch_size_follows_the_device(monkeypatch):
+    from types import SimpleNamespace
+
+    from nights.metrics import batch_size_for
+
+    assert batch_size_for("cpu") == batch_size_for(None) == 32
+    for gib, expected in ((8, 64), (24, 128), (80, 256), (141, 256)):
+        card = SimpleNamespace(total_memory=gib * 2**30)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, c=card: c)
+        assert batch_size_for("cuda:0") == expected
+
+
 def test_audit_frame_choices_flags_and_no_vote_tables(sample_table, tmp_path):
     scores = pd.DataFrame(
         {
