@@ -31,6 +31,7 @@ from nights.metrics import (  # noqa: E402
     two_afc,
 )
 from nights.score_cache import ScoreCache  # noqa: E402
+from nights.testing import free_port  # noqa: E402
 
 from .dreamsim_checkpoints import write_release  # noqa: E402
 
@@ -375,8 +376,32 @@ def test_exclude_audit_filters_label_noise(sample_home, tmp_path):
     assert len(kept) == len(pd.read_csv(sample_home / "nights" / "data.csv")) - len(flagged)
 
 
+def _launcher(name: str) -> list[str]:
+    """Two local processes; accelerate's ``--multi_gpu`` is its torch.distributed launcher,
+    which starts CPU processes on a machine without GPUs (its ``--cpu`` would start one)."""
+    bin_dir = Path(sys.executable).parent
+    if name == "torchrun":
+        return [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    return [
+        str(bin_dir / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
+
+
 @pytest.mark.slow
-def test_two_processes_under_torchrun_equal_one(sample_home, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_equal_one(sample_home, tmp_path, launcher):
     common = [
         "--root",
         str(sample_home),
@@ -408,13 +433,9 @@ def test_two_processes_under_torchrun_equal_one(sample_home, tmp_path):
         text=True,
     )
     assert single.returncode == 0, single.stderr
-    torchrun = Path(sys.executable).parent / "torchrun"
     double = subprocess.run(
         [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
+            *_launcher(launcher),
             str(REPO / "scripts" / "audit_agreement.py"),
             *common,
             "--out",
