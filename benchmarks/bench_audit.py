@@ -151,6 +151,9 @@ def main() -> None:
     )
 
 
+COUNTS = (4000, 16000)  # both at least one chunk of rows (nights.audit.CHUNK_ROWS)
+
+
 def memory_growth(workers: int) -> None:
     """Peak memory while scoring N and then 4N triplets: it must not grow with N."""
     from nights.metrics import PairMetric
@@ -160,7 +163,7 @@ def memory_growth(workers: int) -> None:
     peaks = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        for count in (2000, 8000):
+        for count in COUNTS:
             # Sample and table are made by other processes: only scoring is measured here.
             sample = scratch / str(count)
             cli = [sys.executable, "-m", "nights.cli"]
@@ -192,9 +195,10 @@ def memory_growth(workers: int) -> None:
                 progress=False,
             )
             peaks.append(peak_rss_mb())
+    extra = (peaks[1] - peaks[0]) * 1e6 / (COUNTS[1] - COUNTS[0])
     print(
-        f"  peak memory scoring 2,000 then 8,000 triplets (32 px, PSNR): {peaks[0]:.0f} MB "
-        f"-> {peaks[1]:.0f} MB"
+        f"  peak memory scoring {COUNTS[0]:,} then {COUNTS[1]:,} triplets (32 px, PSNR): "
+        f"{peaks[0]:.0f} MB -> {peaks[1]:.0f} MB ({extra:.0f} bytes per extra triplet)"
     )
 
 

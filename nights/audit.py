@@ -107,7 +107,11 @@ def _loader(items: list, fetch, batch_size: int, num_workers: int):
 
 def _bar(iterable, description: str, progress: bool | None):
     return tqdm(
-        iterable, desc=description, unit="batch", disable=None if progress is None else not progress
+        iterable,
+        desc=description,
+        unit="batch",
+        leave=False,
+        disable=None if progress is None else not progress,
     )
 
 
@@ -122,8 +126,10 @@ def _embed_missing(
     import torch
 
     todo = cache.missing_embeddings(metric.cache_id, images.where)
+    if not todo:
+        return
     loader = _loader(todo, lambda key: (key, images.tensor(key, 224)), batch_size, num_workers)
-    for batch in _bar(loader, f"{metric.name}: embedding {len(todo)} images", progress):
+    for batch in _bar(loader, f"embedding {len(todo)} images", progress):
         pixels = torch.stack([image for _, image in batch]).float().div_(255)
         cache.put_embeddings(
             metric.cache_id, [key for key, _ in batch], metric.embed(pixels).numpy()
@@ -142,13 +148,15 @@ def _pairs_missing(
     import torch
 
     todo = cache.missing_pairs(metric.cache_id, pairs)
+    if not todo:
+        return
     loader = _loader(
         todo,
         lambda pair: (pair, images.tensor(pair[0], None), images.tensor(pair[1], None)),
         batch_size,
         num_workers,
     )
-    for batch in _bar(loader, f"{metric.name}: {len(todo)} pairs", progress):
+    for batch in _bar(loader, f"{len(todo)} pairs", progress):
         by_shape: dict[tuple, list] = {}
         for item in batch:  # images of different sizes cannot share a tensor
             by_shape.setdefault((item[1].shape, item[2].shape), []).append(item)
@@ -160,7 +168,27 @@ def _pairs_missing(
             )
 
 
-_CHUNK_ROWS = 4096  # embeddings read back from the cache this many rows at a time
+CHUNK_ROWS = 4096  # rows scored at a time: memory stays flat however long the table is
+
+
+def _chunk_distances(metric, chunk, columns, pairs, cache, options) -> dict:
+    """Distances of one chunk of rows; what the cache lacks is computed and stored first."""
+    import torch
+
+    images = TableImages(chunk, columns, progress=False)
+    keys = images.keys
+    if isinstance(metric, PairMetric):
+        key_pairs = {pair: list(zip(keys[pair[0]], keys[pair[1]])) for pair in pairs}
+        wanted = [kp for values in key_pairs.values() for kp in values]
+        _pairs_missing(metric, wanted, images, cache, **options)
+        return {pair: cache.get_pairs(metric.cache_id, kp) for pair, kp in key_pairs.items()}
+    _embed_missing(metric, images, cache, **options)
+    embeddings = {
+        c: torch.from_numpy(cache.get_embeddings(metric.cache_id, keys[c])) for c in columns
+    }
+    return {
+        (a, b): metric.distances(embeddings[a], embeddings[b]).double().numpy() for a, b in pairs
+    }
 
 
 def pair_distances(
@@ -173,38 +201,28 @@ def pair_distances(
     num_workers: int = 0,
     progress: bool | None = None,
 ) -> dict[tuple[str, str], np.ndarray]:
-    """Distances between the images of column pairs (e.g. ``("ref", "left")``) of every row."""
-    import torch
+    """Distances between the images of column pairs (e.g. ``("ref", "left")``) of every row.
 
+    The table streams through in chunks of :data:`CHUNK_ROWS` rows; an image shared across
+    chunks is computed once, since the cache (keyed by content) is asked first.
+    """
     cache = cache or ScoreCache()
     columns = tuple(dict.fromkeys(c for pair in pairs for c in pair))
-    images = TableImages(table, columns, progress)
-    keys = images.keys
-    if isinstance(metric, PairMetric):
-        key_pairs = {pair: list(zip(keys[pair[0]], keys[pair[1]])) for pair in pairs}
-        _pairs_missing(
-            metric,
-            [kp for values in key_pairs.values() for kp in values],
-            images,
-            cache,
-            batch_size,
-            num_workers,
-            progress,
-        )
-        return {
-            pair: cache.get_pairs(metric.cache_id, values) for pair, values in key_pairs.items()
-        }
-    _embed_missing(metric, images, cache, batch_size, num_workers, progress)
+    options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
     parts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
-    for start in range(0, len(table), _CHUNK_ROWS):
-        chunk = {
-            c: torch.from_numpy(
-                cache.get_embeddings(metric.cache_id, keys[c][start : start + _CHUNK_ROWS])
-            )
-            for c in columns
-        }
-        for a, b in pairs:
-            parts[(a, b)].append(metric.distances(chunk[a], chunk[b]).double().numpy())
+    with tqdm(
+        total=len(table),
+        desc=metric.name,
+        unit="row",
+        disable=None if progress is None else not progress,
+    ) as bar:
+        for start in range(0, len(table), CHUNK_ROWS):
+            chunk = table.select(range(start, min(start + CHUNK_ROWS, len(table))))
+            for pair, values in _chunk_distances(
+                metric, chunk, columns, pairs, cache, options
+            ).items():
+                parts[pair].append(values)
+            bar.update(len(chunk))
     return {
         pair: np.concatenate(values) if values else np.zeros(0) for pair, values in parts.items()
     }

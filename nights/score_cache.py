@@ -28,7 +28,10 @@ def content_key(storage: dict) -> str:
     """sha256 of an image as a ``datasets.Image`` storage dict holds it (bytes or a file)."""
     data = storage.get("bytes")
     if data is None:
-        data = Path(storage["path"]).read_bytes()
+        # open() with the str, not Path(): pathlib interns every name it parses, which would
+        # keep one string per image of a 100k-triplet table alive for the whole process.
+        with open(storage["path"], "rb") as file:
+            data = file.read()
     return hashlib.sha256(data).hexdigest()
 
 

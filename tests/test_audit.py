@@ -113,7 +113,9 @@ def tiny_dreamsim(tmp_path):
     return EmbeddingMetric("dreamsim:dino_vitb16", model)
 
 
-def test_each_distinct_image_is_embedded_once(tmp_path, tiny_dreamsim, monkeypatch):
+@pytest.mark.parametrize("chunk_rows", [4096, 1])  # 1: the shared reference spans two chunks
+def test_each_distinct_image_is_embedded_once(tmp_path, tiny_dreamsim, monkeypatch, chunk_rows):
+    monkeypatch.setattr("nights.audit.CHUNK_ROWS", chunk_rows)
     home = make_synthetic_nights(tmp_path / "s", n_triplets=6, image_size=32, n_unfiltered=0)
     csv_path = home / "nights" / "data.csv"
     frame = pd.read_csv(csv_path)
