@@ -72,14 +72,6 @@ def batch_size_for(device) -> int:
     return 64 if gib < 16 else 128 if gib < 40 else 256
 
 
-def _out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error)  # MPS, older CUDA
-    )
-
-
 class EmbeddingMetric(Metric):
     """A DreamSim model (tuned or not): embeddings of 224 px images, cosine distance.
 
@@ -108,8 +100,8 @@ class EmbeddingMetric(Metric):
                         for chunk in images.split(max(size, 1))
                     ]
                 return torch.cat(parts)
-            except RuntimeError as error:  # torch.cuda.OutOfMemoryError is one
-                if not _out_of_memory(error) or size <= 1:
+            except RuntimeError as error:  # CUDA's OutOfMemoryError is one; MPS raises it plain
+                if "out of memory" not in str(error) or size <= 1:
                     raise
                 self.max_batch = size // 2
                 if torch.cuda.is_available():
