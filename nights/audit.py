@@ -39,6 +39,7 @@ from .metrics import (
     EmbeddingMetric,
     Metric,
     PairMetric,
+    batch_size_for,
     bootstrap_interval,
     fit_vote_likelihood,
     jnd_average_precision,
@@ -197,7 +198,7 @@ def pair_distances(
     pairs: list[tuple[str, str]],
     *,
     cache: ScoreCache | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     num_workers: int = 0,
     progress: bool | None = None,
 ) -> dict[tuple[str, str], np.ndarray]:
@@ -205,8 +206,12 @@ def pair_distances(
 
     The table streams through in chunks of :data:`CHUNK_ROWS` rows; an image shared across
     chunks is computed once, since the cache (keyed by content) is asked first.
+    ``batch_size`` defaults to :func:`~nights.metrics.batch_size_for` the model's device for
+    embedding metrics, 32 for pair metrics (which run on the CPU).
     """
     cache = cache or ScoreCache()
+    if batch_size is None:
+        batch_size = batch_size_for(metric.device) if isinstance(metric, EmbeddingMetric) else 32
     columns = tuple(dict.fromkeys(c for pair in pairs for c in pair))
     options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
     parts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}

@@ -284,7 +284,7 @@ def _cmd_audit(args) -> int:
         summarize,
         write_outputs,
     )
-    from .metrics import EmbeddingMetric, batch_size_for, get_metric
+    from .metrics import EmbeddingMetric, get_metric
     from .score_cache import ScoreCache
     from .table import load_jnd, load_nights
 
@@ -322,15 +322,12 @@ def _cmd_audit(args) -> int:
             from datasets.distributed import split_dataset_by_node
 
             table = split_dataset_by_node(table, rank=rank, world_size=world)
-        batch_size = args.batch_size or (
-            batch_size_for(metric.device) if isinstance(metric, EmbeddingMetric) else 32
-        )
         scores.append(
             score_table(
                 table,
                 [metric],
                 cache=cache,
-                batch_size=batch_size,
+                batch_size=args.batch_size,
                 num_workers=args.num_workers,
                 progress=options["progress"],
             )
@@ -362,7 +359,7 @@ def _cmd_audit(args) -> int:
             load_jnd(root, progress=options["progress"]),
             metrics,
             cache=cache,
-            batch_size=args.batch_size or 32,
+            batch_size=args.batch_size,
             progress=options["progress"],
         )
     audit = audit_frame(scores, reference)

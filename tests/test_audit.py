@@ -183,12 +183,22 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_results(
     assert tiny_dreamsim.max_batch == 1
 
 
-def test_batch_size_follows_the_device(monkeypatch):
+def test_batch_size_follows_the_device(sample_table, tiny_dreamsim, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from nights.metrics import batch_size_for
 
     assert batch_size_for("cpu") == batch_size_for(None) == 32
+    sizes, real_embed = [], tiny_dreamsim.model.embed
+    monkeypatch.setattr(
+        tiny_dreamsim.model,
+        "embed",
+        lambda images: (sizes.append(len(images)), real_embed(images))[1],
+    )
+    score_table(
+        sample_table.select(range(12)), [tiny_dreamsim], cache=ScoreCache(tmp_path / "c.db")
+    )
+    assert sizes == [32, 4]  # 36 distinct images at the CPU's default
     for gib, expected in ((8, 64), (24, 128), (80, 256), (141, 256)):
         card = SimpleNamespace(total_memory=gib * 2**30)
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, c=card: c)
