@@ -187,6 +187,18 @@ def test_mixed_precision_stays_close_and_returns_float32(tmp_path):
     assert torch.nn.functional.cosine_similarity(exact, mixed).min() > 0.99
 
 
+@pytest.mark.slow
+def test_compiled_backbones_give_the_eager_numbers(tmp_path):
+    write_release(tmp_path, "clip_vitb32", seed=9)  # "embedding" feature: norm + proj too
+    eager = load(tmp_path, "clip_vitb32")
+    compiled = load(tmp_path, "clip_vitb32", compile=True)
+    assert isinstance(compiled.extractor_list[0].model, torch._dynamo.eval_frame.OptimizedModule)
+    a, b = images(2, 12), images(2, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.embed(a), eager.embed(a), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(compiled(a, b), eager(a, b), atol=1e-5, rtol=1e-5)
+
+
 def test_bad_variant_names():
     with pytest.raises(ValueError, match="dreamsim_type must be one of"):
         dreamsim(dreamsim_type="vgg")
