@@ -170,9 +170,13 @@ def build_vit(
         state["norm_pre.weight"] = state.pop("pos_drop.weight", None)
         state["norm_pre.bias"] = state.pop("pos_drop.bias", None)
     state["pos_embed"] = resample_position_table(state["pos_embed"], grid)
-    missing, unexpected = vit.load_state_dict(
-        {k: v for k, v in state.items() if v is not None}, strict=False
-    )
+    try:
+        missing, unexpected = vit.load_state_dict(
+            {k: v for k, v in state.items() if v is not None}, strict=False
+        )
+    except RuntimeError as error:  # a tensor of the wrong shape
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{where}: weights do not fit a {kind} ViT ({reason})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{where}: weights do not fit a {kind} ViT (missing "

@@ -199,6 +199,24 @@ def test_compiled_backbones_give_the_eager_numbers(tmp_path):
         torch.testing.assert_close(compiled(a, b), eager(a, b), atol=1e-5, rtol=1e-5)
 
 
+def test_weights_of_the_wrong_shape_or_keys_name_the_file():
+    from dreamsim.backbones import build_vit
+
+    from .dreamsim_checkpoints import _random_vit
+
+    state = _random_vit(torch.Generator().manual_seed(0), "dino_vitb16", 128, 2, 32)
+    state.pop("proj", None)
+    build_vit(dict(state), "dino", where="dino.pth")  # the intact state loads
+    wrong = {**state, "blocks.1.attn.qkv.weight": torch.zeros(5, 128)}
+    with pytest.raises(CheckpointError, match=r"dino.pth: weights do not fit a dino ViT \(.*qkv"):
+        build_vit(wrong, "dino", where="dino.pth")
+    extra = {**state, "head.weight": torch.zeros(10, 128)}
+    with pytest.raises(CheckpointError, match=r"dino.pth: .*unexpected \['head.weight'\]"):
+        build_vit(extra, "dino", where="dino.pth")
+    with pytest.raises(CheckpointError, match="not a ViT state dict"):
+        build_vit({"fc.weight": torch.zeros(2, 2)}, "dino", where="dino.pth")
+
+
 def test_bad_variant_names():
     with pytest.raises(ValueError, match="dreamsim_type must be one of"):
         dreamsim(dreamsim_type="vgg")
