@@ -6,7 +6,7 @@ comes back only once the last vote is committed), ``/images/{path}`` (files unde
 campaign's image root only). Admin side, with ``Authorization: Bearer <token>``:
 ``/api/admin/progress``, ``/api/admin/workers`` (quality), ``/api/admin/export`` (CSV).
 
-Run it with ``nights annotate serve CAMPAIGN.sqlite`` (or :func:`serve`).
+Run it with ``nights annotate serve CAMPAIGN.sqlite [--workers N]`` (or :func:`serve`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -120,7 +121,29 @@ def create_app(campaign: str | Path) -> Starlette:
     )
 
 
-def serve(campaign: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+def app_from_environment() -> Starlette:
+    """The app of the campaign named by ``NIGHTS_CAMPAIGN``: what each worker process builds."""
+    return create_app(os.environ["NIGHTS_CAMPAIGN"])
+
+
+def serve(
+    campaign: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
+) -> None:
+    """Serves the campaign; ``workers > 1`` starts that many processes, each with its own
+    connection: SQLite's locking (assignment in ``BEGIN IMMEDIATE``, one row per vote) keeps
+    them from over-assigning or double counting, as the lock does between threads."""
     import uvicorn
 
-    uvicorn.run(create_app(campaign), host=host, port=port, log_level="warning")
+    app = create_app(campaign)  # a missing or broken campaign fails here, before any worker
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+    os.environ["NIGHTS_CAMPAIGN"] = str(Path(campaign).resolve())
+    uvicorn.run(
+        "annotation.server:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="warning",
+    )

@@ -29,6 +29,7 @@ from tests.test_annotation_server import running_server
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--trials", type=int, default=50, help="trials per participant")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -59,7 +60,7 @@ def main() -> None:
                     with lock:
                         latencies.append(time.perf_counter() - started)
 
-        with running_server(campaign) as (url, _):
+        with running_server(campaign, args.workers) as (url, _):
             threads = [
                 threading.Thread(target=participant, args=(n, url)) for n in range(args.clients)
             ]
@@ -71,7 +72,8 @@ def main() -> None:
             elapsed = time.perf_counter() - started
     latencies_ms = np.array(latencies) * 1000
     print(
-        f"{args.clients} concurrent clients, {len(latencies)} votes in {elapsed:.1f} s: "
+        f"{args.clients} concurrent clients, {args.workers} server process(es), "
+        f"{len(latencies)} votes in {elapsed:.1f} s: "
         f"{len(latencies) / elapsed:.0f} votes/s; latency p50 "
         f"{np.percentile(latencies_ms, 50):.1f} ms, p99 {np.percentile(latencies_ms, 99):.1f} ms"
     )

@@ -502,7 +502,7 @@ def _cmd_annotate(args) -> int:
         from annotation.server import serve
 
         print(f"serving {args.campaign} on http://{args.host}:{args.port}/?PROLIFIC_PID=...")
-        serve(args.campaign, host=args.host, port=args.port)
+        serve(args.campaign, host=args.host, port=args.port, workers=args.workers)
         return 0
     if args.action in ("status", "export", "plan"):
         from annotation.campaign import CampaignStore, plan_campaign
@@ -901,6 +901,9 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--host", default="127.0.0.1")
     annotate.add_argument("--port", type=int, default=8000)
     annotate.add_argument(
+        "--workers", type=int, default=1, help="serve: server processes (default: %(default)s)"
+    )
+    annotate.add_argument(
         "--min-rt-ms",
         type=float,
         default=None,
@@ -1002,6 +1005,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"annotate {args.action}: give the campaign .sqlite file")
         if args.action in ("import", "aggregate") and not args.votes:
             parser.error(f"annotate {args.action}: give at least one --votes file")
+        if args.action == "serve" and args.workers < 1:
+            parser.error("annotate serve: --workers must be at least 1")
     try:
         return args.run(args)
     except (NightsError, FileExistsError, ValueError, DreamSimErrors) as error:

@@ -26,7 +26,7 @@ from .conftest import ARTIFACTS, launch_chromium  # noqa: E402
 
 
 @contextlib.contextmanager
-def running_server(campaign: Path):
+def running_server(campaign: Path, workers: int = 1):
     """``nights annotate serve`` in a process of its own; yields its base URL."""
     port = free_port()
     command = [
@@ -38,6 +38,8 @@ def running_server(campaign: Path):
         str(campaign),
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port, process, "the annotation server")
@@ -47,6 +49,18 @@ def running_server(campaign: Path):
         if process.poll() is None:
             process.terminate()
             process.wait(10)
+
+
+def wait_for_children(pid: int, count: int, timeout: float = 60) -> None:
+    """Waits until the server process has ``count`` worker processes of its own."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while len(psutil.Process(pid).children()) < count:
+        assert time.monotonic() < deadline, f"the server did not start {count} workers"
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -167,7 +181,8 @@ def test_security_and_validation(campaign, tmp_path):
         assert "innerHTML" not in page and "textContent" in page
 
 
-def test_fifty_concurrent_participants_lose_nothing(campaign):
+@pytest.mark.parametrize("workers", [1, 3])  # 3: processes that share only the SQLite file
+def test_fifty_concurrent_participants_lose_nothing(campaign, workers):
     path, _ = campaign
     errors, answered = [], []
 
@@ -191,7 +206,9 @@ def test_fifty_concurrent_participants_lose_nothing(campaign):
         except Exception as error:  # collected and reported below
             errors.append(repr(error))
 
-    with running_server(path) as (url, _):
+    with running_server(path, workers) as (url, server):
+        if workers > 1:
+            wait_for_children(server.pid, workers)
         threads = [threading.Thread(target=participant, args=(n,)) for n in range(50)]
         for thread in threads:
             thread.start()
