@@ -499,8 +499,10 @@ def _cmd_annotate(args) -> int:
         )
         return 0
     if args.action == "serve":
+        from annotation.campaign import CampaignStore
         from annotation.server import serve
 
+        CampaignStore(args.campaign)  # a missing campaign fails before "serving" is printed
         print(f"serving {args.campaign} on http://{args.host}:{args.port}/?PROLIFIC_PID=...")
         serve(args.campaign, host=args.host, port=args.port, workers=args.workers)
         return 0
@@ -1009,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("annotate serve: --workers must be at least 1")
     try:
         return args.run(args)
-    except (NightsError, FileExistsError, ValueError, DreamSimErrors) as error:
+    except (NightsError, FileExistsError, FileNotFoundError, ValueError, DreamSimErrors) as error:
         print(f"nights {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -454,3 +454,17 @@ def test_aggregate_excludes_workers_failing_quality(sample_home, tmp_path, capsy
     assert (per_triplet["votes"] == 1).all()  # the careful worker's 2AFC answers only
     careful = store.votes().query("worker == 'careful' and kind == '2afc'")
     assert sorted(per_triplet["task"]) == sorted(careful["task"])
+
+
+def test_serve_refuses_bad_worker_counts_and_missing_campaigns(tmp_path, capsys):
+    from nights.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["annotate", "serve", str(tmp_path / "c.sqlite"), "--workers", "0"])
+    assert done.value.code == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    missing = tmp_path / "none.sqlite"
+    for action in (["serve", str(missing), "--workers", "2"], ["status", str(missing)]):
+        assert main(["annotate", *action]) == 2
+        captured = capsys.readouterr()
+        assert "no campaign at" in captured.err and "serving" not in captured.out
