@@ -1,10 +1,13 @@
-"""Small file helpers shared by the table builder and the downloader."""
+"""Small file helpers shared by the table builder, the downloader and the score cache."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -23,3 +26,15 @@ def write_json_atomic(path: Path, payload) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
     os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``lock_path``: a second process waits for the first."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _paths
+from ._files import exclusive_lock
 
 _CHUNK = 900  # SQLite allows 999 parameters a statement in old builds
 
@@ -40,8 +41,11 @@ class ScoreCache:
         self.path = Path(path) if path else default_cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript("""
+        # Switching a new file to WAL can fail at once with "database is locked" when another
+        # process (a second rank) does the same; so one process at a time sets the file up.
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript("""
             CREATE TABLE IF NOT EXISTS embeddings (
                 metric TEXT, image TEXT, dim INTEGER, shape TEXT, vector BLOB,
                 PRIMARY KEY (metric, image));

@@ -21,15 +21,13 @@ finished shards.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from . import _paths
-from ._files import file_sha256
+from ._files import exclusive_lock, file_sha256
 from .errors import DatasetNotFoundError, IntegrityError, NightsError
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
 from .schema import read_data_csv, read_jnd_csv, read_raw_csv
@@ -260,18 +258,6 @@ def _write_arrow(table: pa.Table, path: Path) -> None:
     os.replace(partial, path)
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """One builder per cache entry at a time; a second one waits for the first."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     images: str = "path"
@@ -311,7 +297,7 @@ def build_table(
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
     cache = _paths.table_cache_dir(cache_dir)
     final = cache / f"{source.variant}-{key}"
-    with _locked(cache / f".{final.name}.lock"):
+    with exclusive_lock(cache / f".{final.name}.lock"):  # one builder per entry
         if (final / "meta.json").is_file() and not rebuild:
             return final
         partial = cache / f".{final.name}.partial"

@@ -104,6 +104,39 @@ def test_cache_means_a_rerun_computes_nothing(sample_table, tmp_path, monkeypatc
     pd.testing.assert_frame_equal(first, again)
 
 
+def _open_cache_and_write(path, barrier, index, errors) -> None:
+    barrier.wait()  # every process opens the new file at the same moment
+    try:
+        cache = ScoreCache(path)
+        cache.put_pairs("psnr-v1", [(f"a{index}", "b")], [float(index)])
+        cache.close()
+    except Exception as error:  # reported by the test
+        errors.put(repr(error))
+
+
+def test_ranks_opening_a_new_cache_together_all_succeed(tmp_path):
+    """Two ranks of a torchrun audit create the cache file at once; before the set-up lock,
+    SQLite's switch to WAL failed in about one round in four with "database is locked"."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(20):
+        path = tmp_path / str(attempt) / "scores.sqlite"
+        barrier, errors = context.Barrier(6), context.Queue()
+        processes = [
+            context.Process(target=_open_cache_and_write, args=(path, barrier, i, errors))
+            for i in range(6)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+        assert errors.empty(), errors.get()
+        assert ScoreCache(path).get_pairs(
+            "psnr-v1", [(f"a{i}", "b") for i in range(6)]
+        ).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
 @pytest.fixture
 def tiny_dreamsim(tmp_path):
     from dreamsim import dreamsim
