@@ -100,3 +100,46 @@ def test_votes_carry_signal_a_metric_can_find(tmp_path):
     random_agreement = np.mean(np.where(random_choice == 1, p, 1 - p))
     assert mse_agreement > 0.75
     assert 0.38 < random_agreement < 0.62
+
+
+def _ensure(home, barrier, errors) -> None:
+    from nights.synthetic import ensure_sample
+
+    barrier.wait()
+    try:
+        ensure_sample(home)
+    except Exception as error:  # reported by the test
+        errors.put(repr(error))
+
+
+def test_two_processes_asking_for_the_sample_at_once_build_it_once(tmp_path, monkeypatch):
+    import multiprocessing
+
+    import pandas as pd
+
+    import nights.synthetic
+    from nights.synthetic import EMBEDDED_SAMPLE
+
+    context = multiprocessing.get_context("fork")  # the children inherit the patch below
+    builds = context.Value("i", 0)
+    real_make = nights.synthetic.make_synthetic_nights
+
+    def counted(*args, **kwargs):
+        with builds.get_lock():
+            builds.value += 1
+        return real_make(*args, **kwargs)
+
+    monkeypatch.setattr(nights.synthetic, "make_synthetic_nights", counted)
+    barrier, errors = context.Barrier(2), context.Queue()
+    home = tmp_path / "sample"
+    processes = [context.Process(target=_ensure, args=(home, barrier, errors)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(300)
+    assert errors.empty(), errors.get()
+    assert [process.exitcode for process in processes] == [0, 0]
+    assert builds.value == 1  # the second waited for the first, then found it whole
+    frame = pd.read_csv(home / "nights" / "data.csv")
+    assert len(frame) == EMBEDDED_SAMPLE["n_triplets"]
+    assert all((home / "nights" / path).is_file() for path in frame["ref_path"])
