@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psutil
 import torch
 from PIL import Image
 
+from dreamsim import preprocess
 from nights import load_nights, make_synthetic_nights
 from nights.torch_data import to_torch
 
@@ -31,20 +31,17 @@ from nights.torch_data import to_torch
 class UpstreamStyleDataset(torch.utils.data.Dataset):
     """What upstream's TwoAFCDataset does: read the CSV with pandas, open and resize per item."""
 
-    def __init__(self, root: Path, image_size: int = 224):
+    def __init__(self, root: Path):
         frame = pd.read_csv(root / "data.csv")
         self.frame = frame[frame["votes"] >= 6].reset_index(drop=True)
         self.root = root
-        self.image_size = image_size
 
     def __len__(self):
         return len(self.frame)
 
     def _load(self, relative):
-        # torchvision's Resize((s, s), BICUBIC) + ToTensor on a PIL image, step for step
-        image = Image.open(self.root / relative).convert("RGB")
-        image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous().float().div(255)
+        # dreamsim.preprocess is upstream's Resize((224, 224), BICUBIC) + ToTensor
+        return preprocess(Image.open(self.root / relative))[0]
 
     def __getitem__(self, index):
         row = self.frame.iloc[index]
