@@ -427,22 +427,33 @@ def _cmd_app(args) -> int:
 
 
 def _cmd_export_fiftyone(args) -> int:
+    if args.out is None and args.push is None:
+        raise NightsError("give OUT (a folder to export to), --push OWNER/NAME, or both")
     dataset, root = _app_dataset(args)
-    import fiftyone as fo
+    if args.out is not None:
+        import fiftyone as fo
 
-    from .table import resolve_source
+        from .table import resolve_source
 
-    image_root = resolve_source(root, "nights").image_root
-    dataset.export(
-        export_dir=str(args.out),
-        dataset_type=fo.types.FiftyOneDataset,
-        rel_dir=str(image_root),
-        overwrite=args.overwrite,
-    )
-    print(
-        f"exported {dataset.name} to {args.out} (FiftyOneDataset, media under data/ with the "
-        "release's ref/NNN/... layout); publish with fiftyone.utils.huggingface.push_to_hub"
-    )
+        image_root = resolve_source(root, "nights").image_root
+        dataset.export(
+            export_dir=str(args.out),
+            dataset_type=fo.types.FiftyOneDataset,
+            rel_dir=str(image_root),
+            overwrite=args.overwrite,
+        )
+        print(
+            f"exported {dataset.name} to {args.out} (FiftyOneDataset, media under data/ with "
+            "the release's ref/NNN/... layout)"
+        )
+    if args.push is not None:
+        from .publish import push_fiftyone
+
+        pushed = push_fiftyone(dataset, args.push, private=args.private)
+        print(
+            f"pushed {dataset.name} to {pushed.url}; open it with "
+            f'fiftyone.utils.huggingface.load_from_hub("{args.push}")'
+        )
     return 0
 
 
@@ -570,6 +581,75 @@ def _cmd_verify(args) -> int:
         args.report.write_text(json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
         print(f"report written to {args.report}")
     return 0 if report.ok else 1
+
+
+def _cmd_publish(args) -> int:
+    """``nights publish OUT``: the Hub folder, then (``--push``) the upload."""
+    from .publish import SplitSet, push_folder, write_hub_folder
+
+    reuse = args.push and args.out.exists() and not args.overwrite
+    if reuse and not (args.variant or args.split):
+        print(f"{args.out} exists: pushing it as it is (--overwrite writes it again)")
+    else:
+        result = write_hub_folder(
+            args.out,
+            args.root,
+            variants=args.variant,
+            split_sets=[SplitSet.parse(text) for text in args.split],
+            overwrite=args.overwrite,
+            progress=_progress(args),
+        )
+        print(result.summary())
+    if args.push:
+        pushed = push_folder(args.out, args.push, private=args.private, revision=args.revision)
+        print(f"pushed to {pushed.url} (commit {pushed.commit})")
+    else:
+        print(
+            f"check it with datasets.load_dataset({str(args.out)!r}); push with --push OWNER/NAME"
+        )
+    return 0
+
+
+def _add_publish_command(commands) -> None:
+    from .table import VARIANTS
+
+    publish = commands.add_parser(
+        "publish",
+        help="write (and push) NIGHTS as a Hugging Face Hub dataset with its votes",
+        description="Write a dataset repository folder: one config per variant (default: "
+        "the 20k release with train/val/test; unfiltered; jnd) or per split set written by "
+        "`nights filter --out` (--split), Parquet shards with the original PNG bytes and every "
+        "column, and a dataset card generated from provenance.json. datasets.load_dataset(OUT) "
+        "and load_nights(root=OUT) read it. With --push, check it and upload it (token from "
+        "HF_TOKEN or `hf auth login`); an existing OUT is pushed as it is.",
+    )
+    publish.add_argument("out", type=Path, help="folder to write (or to push, when it exists)")
+    publish.add_argument(
+        "--root",
+        default=None,
+        help="NIGHTS folder or hf://datasets/OWNER/NAME (default: $NIGHTS_HOME)",
+    )
+    publish.add_argument(
+        "--variant",
+        nargs="+",
+        choices=VARIANTS,
+        default=None,
+        help="variants to write (default: every one found, none with --split)",
+    )
+    publish.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="a split set folder (provenance.json) as config NAME (default: the folder's name); "
+        "repeatable",
+    )
+    publish.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    publish.add_argument("--push", metavar="OWNER/NAME", default=None, help="upload to the Hub")
+    publish.add_argument("--private", action="store_true", help="create the Hub repo private")
+    publish.add_argument("--revision", metavar="BRANCH", default=None, help="branch to push to")
+    publish.add_argument("--quiet", action="store_true", help="no progress bars")
+    publish.set_defaults(run=_cmd_publish)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -835,13 +915,24 @@ def build_parser() -> argparse.ArgumentParser:
         "export-fiftyone",
         help="write the FiftyOne dataset as a FiftyOneDataset folder",
         description="Export the dataset of a split (as `nights app` builds it) as a "
-        "FiftyOneDataset folder that keeps the release's ref/NNN/... layout, ready "
-        "for fiftyone.utils.huggingface.push_to_hub.",
+        "FiftyOneDataset folder that keeps the release's ref/NNN/... layout, and/or push "
+        "it to the Hugging Face Hub (--push) so that "
+        "fiftyone.utils.huggingface.load_from_hub opens it, groups and audit fields included.",
     )
-    export.add_argument("out", type=Path, help="folder to write")
+    export.add_argument("out", type=Path, nargs="?", help="folder to write")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    export.add_argument(
+        "--push",
+        metavar="OWNER/NAME",
+        default=None,
+        help="also share it on the Hugging Face Hub through FiftyOne's Hub integration "
+        "(OWNER: the token's user; token from HF_TOKEN or `hf auth login`)",
+    )
+    export.add_argument("--private", action="store_true", help="create the Hub repo private")
     add_dataset_options(export)
     export.set_defaults(run=_cmd_export_fiftyone)
+
+    _add_publish_command(commands)
 
     annotate = commands.add_parser(
         "annotate",

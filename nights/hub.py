@@ -111,12 +111,21 @@ def read_card_configs(folder: Path) -> dict[str, dict]:
         raise NightsError(f"{folder / CARD}: the YAML header cannot be read ({error})") from None
 
 
+def _hub_text(root: str | os.PathLike) -> str | None:
+    """``root`` as a Hub id text, or None; ``Path("hf://...")`` (which keeps one slash, as in
+    ``--root`` options typed as paths) counts too."""
+    text = str(root)
+    if text.startswith("hf:/") and not text.startswith("hf://"):
+        text = "hf://" + text[4:]
+    return text if text.startswith("hf://") else None
+
+
 def is_hub_root(root: str | os.PathLike | None) -> bool:
     """Whether ``root`` is a Hub id or a folder in the Hub layout (a card with ``configs:``
     and no release CSV)."""
     if root is None:
         return False
-    if str(root).startswith("hf://"):
+    if _hub_text(root):
         return True
     folder = Path(root).expanduser()
     if not (folder / CARD).is_file() or (folder / _paths.DATA_CSV).is_file():
@@ -183,8 +192,8 @@ class _HubReader:
 
     @classmethod
     def open(cls, root: str | os.PathLike, variant: str) -> _HubReader:
-        if str(root).startswith("hf://"):
-            return cls._from_hub(parse_hub_id(str(root)), variant)
+        if _hub_text(root):
+            return cls._from_hub(parse_hub_id(_hub_text(root)), variant)
         return cls._from_folder(Path(root).expanduser().resolve(), variant)
 
     @classmethod
@@ -214,7 +223,7 @@ class _HubReader:
     def _from_hub(cls, hub_id: HubId, variant: str) -> _HubReader:
         import datasets
 
-        config = None if variant == "nights" else VARIANT_CONFIGS[variant]
+        config = _hub_default_config(hub_id) if variant == "nights" else VARIANT_CONFIGS[variant]
         try:
             builder = datasets.load_dataset_builder(
                 hub_id.repo_id, config, revision=hub_id.revision
@@ -238,6 +247,18 @@ class _HubReader:
         ).hexdigest()
         slug = hub_id.repo_id.replace("/", "--")
         return cls(str(hub_id), slug, variant, builder.config.name, key, rows)
+
+
+def _hub_default_config(hub_id: HubId) -> str | None:
+    """The default config named by the repository's card (``datasets`` cannot choose among
+    several cached configs offline); None leaves the choice, and its errors, to ``datasets``."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        card = hf_hub_download(hub_id.repo_id, CARD, repo_type="dataset", revision=hub_id.revision)
+        return default_config(read_card_configs(Path(card).parent))
+    except Exception:  # a missing repository or card is reported by datasets just after
+        return None
 
 
 def config_split_files(folder: Path, config: dict) -> dict[str, list[Path]]:

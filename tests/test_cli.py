@@ -22,6 +22,7 @@ COMMANDS = [
     "audit",
     "app",
     "export-fiftyone",
+    "publish",
     "verify",
 ]
 

@@ -244,7 +244,7 @@ def test_validation_lists_every_damage(hub_folder, tmp_path):
     message = str(failure.value)
     assert "val-00000-of-00001.parquet: sha256 differs" in message
     assert "jnd/train" in message and "unfiltered/train" in message
-    assert "Write it again" in message
+    assert "Write it again" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("split", ["test", "train", "test_imagenet", "all"])
@@ -402,3 +402,184 @@ def test_any_hub_folder_gives_a_table_or_a_nights_error(tmp_path, cache_dir, row
     assert sorted(table["id"]) == sorted(row["id"] for row in rows)
     for row in table:
         assert not row["ref_path"].startswith(("/", ".."))
+
+
+# -- the Hub, played by a local server (tests/fake_hub.py); clients run in subprocesses --
+
+
+@pytest.fixture(scope="module")
+def hub():
+    from .fake_hub import FakeHub
+
+    with FakeHub(tokens={"alice-token": "alice", "bob-token": "bob"}) as server:
+        yield server
+
+
+def run_nights(hub, tmp_path, *args, token="alice-token", offline=False):
+    """``nights ARGS`` as a user runs it, talking to the fake Hub only."""
+    import subprocess
+    import sys
+
+    from .fake_hub import hub_env
+
+    return subprocess.run(
+        [sys.executable, "-m", "nights.cli", *map(str, args)],
+        env=hub_env(hub, tmp_path, token=token, offline=offline),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def run_python(hub, tmp_path, code, token="alice-token", offline=False):
+    """Python code in a subprocess talking to the fake Hub; its last stdout line is JSON."""
+    import subprocess
+    import sys
+
+    from .fake_hub import hub_env
+
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=hub_env(hub, tmp_path, token=token, offline=offline),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+SUMMARY = f"""
+import json, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from nights import load_jnd, load_nights
+from tests.test_publish import local_summary as summary
+"""
+
+
+def local_summary(table) -> dict:
+    images = [c for c in ("ref", "left", "right", "distort") if c in table.column_names]
+    stored = {c: table.cast_column(c, datasets.Image(decode=False))[c] for c in images}
+    return {
+        "rows": table.remove_columns(images).to_list(),
+        "images": {c: [sha(Path(s["path"]).read_bytes()) for s in v] for c, v in stored.items()},
+    }
+
+
+def test_push_then_load_by_hub_id_online_and_offline(
+    hub, hub_folder, sample_home, tmp_path, cache_dir
+):
+    result = run_nights(hub, tmp_path, "publish", hub_folder, "--push", "alice/nights")
+    assert result.returncode == 0, result.stderr
+    assert "exists: pushing it as it is" in result.stdout and "pushed to" in result.stdout
+    remote = hub.files("dataset", "alice/nights")
+    local = {
+        p.relative_to(hub_folder).as_posix(): p.read_bytes()
+        for p in hub_folder.rglob("*")
+        if p.is_file()
+    }
+    assert {k: v for k, v in remote.items() if k != ".gitattributes"} == local
+    code = (
+        SUMMARY
+        + """
+root = "hf://datasets/alice/nights"
+print(json.dumps({
+    "test": summary(load_nights("test", root=root, progress=False)),
+    "all": summary(load_nights("all", root=root, min_votes=None, progress=False)),
+    "unfiltered": summary(load_nights("all", root=root, variant="unfiltered", min_votes=None)),
+    "jnd": summary(load_jnd(root, progress=False)),
+}, default=str))
+"""
+    )
+    online = run_python(hub, tmp_path, code)
+    expected = {
+        "test": local_summary(load_nights("test", root=sample_home, cache_dir=cache_dir)),
+        "unfiltered": local_summary(
+            load_nights(
+                "all", root=sample_home, variant="unfiltered", min_votes=None, cache_dir=cache_dir
+            )
+        ),
+        "jnd": local_summary(load_jnd(sample_home, cache_dir=cache_dir)),
+    }
+    for name, summary in expected.items():
+        assert online[name] == json.loads(json.dumps(summary, default=str)), name
+    every = load_nights("all", root=sample_home, min_votes=None, cache_dir=cache_dir)
+    assert sorted(r["id"] for r in online["all"]["rows"]) == sorted(every["id"])
+    requests = len(hub.log)
+    offline = run_python(hub, tmp_path, code, offline=True)
+    assert offline == online and len(hub.log) == requests  # from the caches, no request
+
+
+def test_revisions_and_stale_shards(hub, sample_home, tmp_path, cache_dir):
+    table = load_nights("all", root=sample_home, min_votes=None, cache_dir=cache_dir)
+    strict = write_split(filter_votes(table, min_votes=9), tmp_path / "min9")
+    out = tmp_path / "hub-min9"
+    assert run_nights(hub, tmp_path, "publish", out, "--split", strict, "--quiet").returncode == 0
+    full = tmp_path / "hub-full"
+    write_hub_folder(full, root=sample_home, variants=["nights"], cache_dir=cache_dir)
+    assert run_nights(hub, tmp_path, "publish", full, "--push", "alice/rev").returncode == 0
+    pushed = run_nights(
+        hub, tmp_path, "publish", out, "--push", "alice/rev", "--revision", "strict"
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    code = """
+import json
+from nights import load_nights
+ids = lambda root: sorted(load_nights("all", root=root, min_votes=None, progress=False)["id"])
+print(json.dumps({"main": ids("hf://datasets/alice/rev"), "strict": ids("hf://datasets/alice/rev@strict")}))
+"""
+    loaded = run_python(hub, tmp_path, code)
+    assert loaded["main"] == sorted(table["id"])
+    assert loaded["strict"] == sorted(i for i, v in zip(table["id"], table["votes"]) if v >= 9)
+    assert sorted(hub.files("dataset", "alice/rev", "strict")) == sorted(
+        [".gitattributes", "README.md", "provenance.json"]
+        + [p.relative_to(out).as_posix() for p in out.rglob("*.parquet")]
+    )  # the shards of the full set are gone from that branch: the card's globs match only these
+
+
+def test_push_errors_are_one_line_and_upload_nothing(hub, hub_folder, tmp_path):
+    hub.add_repo("model", "alice/taken", {"config.json": b"{}"})
+    damaged = tmp_path / "damaged"
+    shutil.copytree(hub_folder, damaged)
+    shard = damaged / "data/default/test-00000-of-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    cases = [
+        ((hub_folder, "--push", "alice/x"), None, "no Hugging Face token: set HF_TOKEN"),
+        ((hub_folder, "--push", "alice/x"), "wrong", "(HTTP 401)"),
+        ((hub_folder, "--push", "alice/taken"), "alice-token", "taken by a model repository"),
+        ((hub_folder, "--push", "alice/x/y"), "alice-token", "OWNER/NAME"),
+        ((hub_folder, "--push", "bob/x"), "alice-token", "(HTTP 403)"),
+        ((damaged, "--push", "alice/broken"), "alice-token", "sha256 differs"),
+    ]
+    for args, token, message in cases:
+        before = len(hub.log)
+        result = run_nights(hub, tmp_path, "publish", *args, token=token)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("nights publish: error:"), result.stderr
+        assert message in lines[0], lines[0]
+        uploads = [p for m, p, s in hub.log[before:] if "/preupload/" in p or "/commit/" in p]
+        assert uploads == []
+    assert ("dataset", "alice/broken") not in hub.repos and (
+        "dataset",
+        "alice/taken",
+    ) not in hub.repos
+
+
+def test_private_push_is_private(hub, hub_folder, tmp_path):
+    result = run_nights(hub, tmp_path, "publish", hub_folder, "--push", "alice/secret", "--private")
+    assert result.returncode == 0, result.stderr
+    assert hub.repos[("dataset", "alice/secret")].private
+    code = """
+import json
+from nights import NightsError, load_nights
+try:
+    load_nights("test", root="hf://datasets/alice/secret", progress=False)
+    print(json.dumps("loaded"))
+except NightsError as error:
+    print(json.dumps(str(error)))
+"""
+    assert run_python(hub, tmp_path, code, token=None).startswith("hf://datasets/alice/secret")
+    assert run_python(hub, tmp_path, code) == "loaded"

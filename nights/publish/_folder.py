@@ -628,10 +628,12 @@ def validate_hub_folder(folder: str | os.PathLike, *, checksums: bool = True) ->
     if not problems:
         problems.extend(_load_like_the_hub(folder, recorded))
     if problems:
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         raise IntegrityError(
-            f"{folder} fails {len(problems)} check(s):\n  "
-            + "\n  ".join(problems[:50])
-            + "\nWrite it again with `nights publish` (--overwrite)."
+            f"{folder} fails {len(problems)} check(s): "
+            + "; ".join(problems[:5])
+            + more
+            + ". Write it again with `nights publish --overwrite`"
         )
     return HubCheck(folder, counts, files_checked)
 
@@ -655,7 +657,10 @@ def _load_like_the_hub(folder: Path, recorded: dict) -> list[str]:
         try:
             loaded = datasets.load_dataset(str(folder), name, streaming=True)
         except Exception as error:  # any failure here is what a Hub user would see
-            problems.append(f"load_dataset({str(folder)!r}, {name!r}) fails: {error}")
+            reason = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            problems.append(f"load_dataset({str(folder)!r}, {name!r}) fails: {reason}")
             continue
         if sorted(loaded) != sorted(config["splits"]):
             problems.append(f"{name}: load_dataset finds splits {sorted(loaded)}")
