@@ -230,7 +230,7 @@ class _HubReader:
             )
             builder.download_and_prepare()
             rows = builder.as_dataset()
-        except (FileNotFoundError, ConnectionError, ValueError) as error:
+        except (OSError, ValueError) as error:  # datasets: not found, offline, unreachable
             offline = (
                 " (offline: HF_HUB_OFFLINE is set and it is not in the cache)"
                 if (datasets.config.HF_HUB_OFFLINE)

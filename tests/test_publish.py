@@ -583,3 +583,30 @@ except NightsError as error:
 """
     assert run_python(hub, tmp_path, code, token=None).startswith("hf://datasets/alice/secret")
     assert run_python(hub, tmp_path, code) == "loaded"
+
+
+def test_hub_ids_that_do_not_resolve_are_one_clear_error(hub, tmp_path):
+    hub.add_repo("dataset", "alice/empty", {"README.md": b"---\nlicense: mit\n---\n"})
+    code = """
+import json, sys
+from nights import DatasetNotFoundError, load_nights
+messages = []
+for root in sys.argv[1:]:
+    try:
+        load_nights("test", root=root, progress=False)
+    except DatasetNotFoundError as error:
+        messages.append(str(error))
+print(json.dumps(messages))
+"""
+    roots = [
+        "hf://datasets/alice/nope",
+        "hf://datasets/alice/empty@v9",
+        "hf://datasets/alice/empty",
+    ]
+    messages = run_python(hub, tmp_path, code.replace("sys.argv[1:]", repr(roots)))
+    assert len(messages) == 3 and all("\n" not in m for m in messages)
+    assert (
+        messages[0].startswith("hf://datasets/alice/nope: cannot load") and "exist" in messages[0]
+    )
+    assert "Revision 'v9'" in messages[1]
+    assert messages[2].startswith("hf://datasets/alice/empty: cannot load")

@@ -16,14 +16,14 @@ BIBTEX = """@inproceedings{fu2023dreamsim,
   archivePrefix = {arXiv}
 }"""
 COLUMN_MEANINGS = {
-    "id": "triplet id, as in the source CSV (JND: the triplet the pair comes from)",
+    "id": "id, as in the source CSV",
     "ref": "the reference image (original PNG bytes)",
     "left": "the first distortion (original PNG bytes)",
     "right": "the second distortion (original PNG bytes)",
     "distort": "the distortion shown after the reference (original PNG bytes)",
     "left_vote": "share of votes for the left image as closer to the reference",
     "right_vote": "share of votes for the right image (p in the 2AFC score)",
-    "votes": "number of votes (for JND: answers for this pair)",
+    "votes": "number of votes (JND: answers about this pair)",
     "split": "train, val or test, as released (empty in sets without splits)",
     "is_imagenet": "the category comes from ImageNet",
     "prompt": "the category in the prompt 'An image of a <category>'",
@@ -133,8 +133,8 @@ votes, and the just-noticeable-difference (JND) votes say whether a reference an
 distortion, shown in quick succession, looked the same.
 
 This copy keeps what other copies drop: the vote shares and counts, `is_imagenet`, the image
-paths of the release, the unfiltered set and the JND votes, with the original PNG bytes. It was
-written by the `nights` package from the release files, whose checksums are listed below.
+paths of the release, the unfiltered set and the JND votes, with the PNG files' bytes. It was
+written by the `nights` package from the files listed under Provenance, with their sha256.
 """
 
 
@@ -147,19 +147,20 @@ def _configs_table(configs: dict, default: str) -> str:
     for name, config in configs.items():
         what = CONFIG_MEANINGS[config["variant"]]
         if config["kind"] == "split_set":
-            what = f"a split set derived from the {config['variant']} table (filters below)"
+            what = f"a split set of the {config['variant']} table (its filters: Provenance)"
         if name == default:
-            what += " (default)"
+            what += "; the default config"
         for split, info in config["splits"].items():
             kept = f"{info['votes_ge_6']:,}" if "votes_ge_6" in info else "-"
             lines.append(f"| `{name}` | {what} | `{split}` | {info['rows']:,} | {kept} |")
-        total_kept = [info.get("votes_ge_6") for info in config["splits"].values()]
-        kept = f"{sum(total_kept):,}" if None not in total_kept else "-"
+            what = ""
+        kept_per_split = [info.get("votes_ge_6") for info in config["splits"].values()]
+        kept = f"{sum(kept_per_split):,}" if None not in kept_per_split else "-"
         lines.append(f"| `{name}` | | all | {config['rows']:,} | {kept} |")
     lines.append(
         "\nSets without a `split` column (the unfiltered set as released, the JND votes) are "
         "one split named `train`, the Hub's name for a single split; their `split` column stays "
-        "empty."
+        "empty. Within a split, rows keep the order of the source."
     )
     return "\n".join(lines) + "\n"
 
@@ -194,11 +195,16 @@ test = load_nights(split="test", root="{nights_root}")  # votes >= 6, as upstrea
 
 
 def _upstream_view(repo: str, configs: dict, default: str) -> str:
+    holds = (
+        "The release configs hold every row of their CSV"
+        if any(config["kind"] == "release" for config in configs.values())
+        else "Each split set holds the rows its filters kept"
+    )
     return f"""## Upstream's view: `votes >= 6`
 
 Upstream's loader keeps only the triplets with at least 6 votes, and the published 2AFC scores
-on the test split use that view. This repository holds every row; the table above gives the
-counts of both. Reproduce upstream's view with a filter:
+on the test split use that view. {holds}; the table above gives both counts. Reproduce
+upstream's view with a filter:
 
 ```python
 test = load_dataset("{repo}", split="test").filter(lambda v: v >= 6, input_columns="votes")
