@@ -28,7 +28,9 @@ import math
 import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -54,6 +56,7 @@ _RELEASE_DIRS = {
     "jnd": (_paths.NIGHTS_DIR, None),  # jnd_votes.csv beside nights/, its images inside
 }
 _MATERIALIZED_VERSION = 1
+_BATCH_ROWS = 128
 _OPTIONAL_COLUMNS = ("votes", "split", "is_imagenet", "prompt")
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -206,16 +209,23 @@ class _HubReader:
             raise DatasetNotFoundError(
                 f"{folder} has no {variant} config (configs: {', '.join(configs) or 'none'})"
             )
-        files = sorted(
-            p for paths in config_split_files(folder, configs[config]).values() for p in paths
-        )
-        if not files:
+        try:  # the files of each split, resolved by datasets as the Hub resolves them
+            builder = datasets.load_dataset_builder(str(folder), config)
+        except (OSError, ValueError) as error:
+            raise DatasetNotFoundError(
+                f"{folder}: config {config!r}: {first_line(error)}"
+            ) from None
+        files = {
+            split: [Path(path) for path in paths]
+            for split, paths in (builder.config.data_files or {}).items()
+        }
+        if not any(files.values()):
             raise DatasetNotFoundError(f"{folder}: config {config!r} matches no data file")
         digest = hashlib.sha256(f"{_MATERIALIZED_VERSION}\0{config}".encode())
-        for path in files:
+        for path in sorted(p for paths in files.values() for p in paths):
             digest.update(f"{path.relative_to(folder)}\0{path.stat().st_size}\0".encode())
             digest.update(_parquet_footer(path))
-        rows = datasets.load_dataset(str(folder), config, streaming=True)
+        rows = {split: _parquet_batches(paths) for split, paths in files.items()}
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name) or "folder"
         return cls(str(folder), slug, variant, config, digest.hexdigest(), rows)
 
@@ -229,7 +239,7 @@ class _HubReader:
                 hub_id.repo_id, config, revision=hub_id.revision
             )
             builder.download_and_prepare()
-            rows = builder.as_dataset()
+            prepared = builder.as_dataset()
         except (OSError, ValueError) as error:  # datasets: not found, offline, unreachable
             offline = (
                 " (offline: HF_HUB_OFFLINE is set and it is not in the cache)"
@@ -237,16 +247,39 @@ class _HubReader:
                 else ""
             )
             raise DatasetNotFoundError(
-                f"{hub_id}: cannot load the {variant} config{offline}: "
-                f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+                f"{hub_id}: cannot load the {variant} config{offline}: {first_line(error)}"
             ) from None
         # For a Hub repository the builder's hash is the commit it read: a content key.
         key = hashlib.sha256(
             f"{_MATERIALIZED_VERSION}\0{hub_id.repo_id}\0{builder.config.name}\0"
             f"{builder.hash}".encode()
         ).hexdigest()
+        rows = {
+            split: table.data.table.to_batches(max_chunksize=_BATCH_ROWS)
+            for split, table in prepared.items()
+        }
         slug = hub_id.repo_id.replace("/", "--")
         return cls(str(hub_id), slug, variant, builder.config.name, key, rows)
+
+
+def _parquet_batches(paths: list[Path]):
+    """Record batches of Parquet files, read with pyarrow's file reader. (A ``datasets``
+    streaming iterator left half-read, as an error here would leave it, aborts the interpreter
+    at exit with its dataset scanner's thread still running: apache/arrow#45214.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        try:
+            yield from pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS)
+        except (OSError, pa.ArrowException) as error:
+            raise IntegrityError(f"{path}: not a readable Parquet file ({error})") from None
+
+
+def first_line(error: Exception) -> str:
+    """An error's first line (its type when it has no text), for one-line messages."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _hub_default_config(hub_id: HubId) -> str | None:
@@ -259,21 +292,6 @@ def _hub_default_config(hub_id: HubId) -> str | None:
         return default_config(read_card_configs(Path(card).parent))
     except Exception:  # a missing repository or card is reported by datasets just after
         return None
-
-
-def config_split_files(folder: Path, config: dict) -> dict[str, list[Path]]:
-    """The files each split of a card config matches in ``folder`` (a split-less pattern
-    counts as ``train``, as in ``datasets``)."""
-    entries = config.get("data_files") or []
-    entries = [entries] if isinstance(entries, str) else entries
-    found: dict[str, set[Path]] = {}
-    for entry in entries:
-        split = entry["split"] if isinstance(entry, dict) else "train"
-        patterns = entry["path"] if isinstance(entry, dict) else entry
-        for pattern in [patterns] if isinstance(patterns, str) else patterns:
-            matched = (path for path in folder.glob(pattern) if path.is_file())
-            found.setdefault(split, set()).update(matched)
-    return {split: sorted(paths) for split, paths in found.items()}
 
 
 def _parquet_footer(path: Path) -> bytes:
@@ -305,8 +323,6 @@ def _csv_value(value) -> str:
 
 def _write_release(reader: _HubReader, out: Path, progress: bool | None) -> None:
     """The config's rows as a release folder: CSV plus PNG files at their relative paths."""
-    from datasets import Image
-
     variant = reader.variant
     folder_name, csv_name = _RELEASE_DIRS[variant]
     image_root = out / folder_name
@@ -315,30 +331,32 @@ def _write_release(reader: _HubReader, out: Path, progress: bool | None) -> None
     written: dict[str, str] = {}
     records: list[dict] = []
     columns: list[str] | None = None
-    for split_name, split in reader.rows.items():
-        missing = [f"{c}_path" for c in image_columns if f"{c}_path" not in split.column_names]
-        missing += [c for c in image_columns if c not in split.column_names]
-        if missing:
-            raise NightsError(
-                f"{reader.label}: config {reader.config!r}, split {split_name!r} lacks the "
-                f"column(s) {', '.join(missing)}; it was not written by `nights publish`"
-            )
-        for column in image_columns:
-            split = split.cast_column(column, Image(decode=False))
-        columns = columns or [c for c in split.column_names if c not in image_columns]
-        bar = tqdm(
-            desc=f"reading {reader.label} [{split_name}]",
-            unit="row",
-            disable=None if progress is None else not progress,
-        )
-        for batch in split.iter(batch_size=128):
-            for index in range(len(batch[columns[0]])):
-                row = {name: batch[name][index] for name in columns}
-                for column in image_columns:
-                    _write_image(reader, image_root, row, column, batch[column][index], written)
-                records.append(row)
-            bar.update(len(batch[columns[0]]))
-        bar.close()
+    bar = tqdm(
+        desc=f"reading {reader.label} ({reader.config})",
+        unit="row",
+        disable=None if progress is None else not progress,
+    )
+    with ThreadPoolExecutor(8) as pool:
+        for split_name, batches in reader.rows.items():
+            for batch in batches:
+                names = batch.schema.names
+                required = [name for c in image_columns for name in (c, f"{c}_path")]
+                missing = [name for name in required if name not in names]
+                if missing:
+                    raise NightsError(
+                        f"{reader.label}: config {reader.config!r}, split {split_name!r} lacks the "
+                        f"column(s) {', '.join(missing)}; it was not written by `nights publish`"
+                    )
+                columns = columns or [c for c in names if c not in image_columns]
+                tasks = []
+                for row in batch.to_pylist():
+                    for column in image_columns:
+                        tasks.append(_checked_image(reader, row, column, row.pop(column), written))
+                    records.append(row)
+                # Creating many small files is bound by the file system's latency, not by bytes.
+                list(pool.map(partial(_write_file, image_root), filter(None, tasks)))
+                bar.update(batch.num_rows)
+    bar.close()
     if not records:
         raise DatasetNotFoundError(f"{reader.label}: config {reader.config!r} has no rows")
     if variant == "nights":
@@ -357,7 +375,9 @@ def _write_release(reader: _HubReader, out: Path, progress: bool | None) -> None
         writer.writerows([_csv_value(record.get(name)) for name in columns] for record in records)
 
 
-def _write_image(reader, image_root: Path, row: dict, column: str, storage, written) -> None:
+def _checked_image(reader, row: dict, column: str, storage, written) -> tuple | None:
+    """``(where, relative path, bytes)`` of an image to write, None when that path is
+    already written with the same bytes; a bad path or missing bytes is a NightsError."""
     relative = row.get(f"{column}_path")
     where = f"{reader.label}: config {reader.config!r}, id {row.get('id')}, {column}"
     try:
@@ -366,18 +386,23 @@ def _write_image(reader, image_root: Path, row: dict, column: str, storage, writ
             raise ValueError("contains a NUL character")
     except ValueError as reason:
         raise NightsError(f"{where}: path {relative!r} {reason}") from None
-    data = storage.get("bytes") if storage else None
+    data = storage.get("bytes") if isinstance(storage, dict) else None
     if not data:
         raise IntegrityError(f"{where}: no image bytes for {relative}")
     digest = hashlib.sha256(data).hexdigest()
     if relative in written:
         if written[relative] != digest:
             raise IntegrityError(f"{where}: two different images for the path {relative}")
-        return
+        return None
+    written[relative] = digest
+    return where, relative, data
+
+
+def _write_file(image_root: Path, task: tuple) -> None:
+    where, relative, data = task
     target = image_root / relative
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     except OSError as error:  # e.g. a name too long, or a file where a folder must go
         raise NightsError(f"{where}: cannot write {relative!r} ({error.strerror})") from None
-    written[relative] = digest
