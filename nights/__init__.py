@@ -5,9 +5,9 @@ inside the functions that need them.
 """
 
 from .errors import DatasetNotFoundError, DownloadError, IntegrityError, NightsError, SchemaError
-from .schema import read_data_csv, read_jnd_csv, read_raw_csv
+from .schema import SPLITS, read_data_csv, read_jnd_csv, read_raw_csv
 from .synthetic import make_synthetic_nights
-from .table import SPLITS, load_jnd, load_nights
+from .table import load_jnd, load_nights
 
 __version__ = "0.1.0"
 

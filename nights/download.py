@@ -40,8 +40,7 @@ from ._files import file_sha256, write_json_atomic
 from .errors import DownloadError, IntegrityError
 from .releases import CSV_IN_FULL_ZIP, FULL_ZIP, RELEASES, ReleaseFile, file_url
 from .remote_zip import RemoteZip
-from .schema import read_data_csv
-from .table import split_mask
+from .schema import read_data_csv, split_mask
 from .transfer import FileDownload, HttpClient, RemoteInfo
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,11 @@ DATA_CSV_COLUMNS = (
     "is_imagenet",
     "prompt",
 )
-SPLITS = ("train", "val", "test")
+#: The values of the ``split`` column.
+SPLIT_VALUES = ("train", "val", "test")
+#: The splits a table can be cut into (``load_nights(split=...)``, ``--split``): the column's
+#: values, upstream's ``test_imagenet`` / ``test_no_imagenet`` and ``all``.
+SPLITS = (*SPLIT_VALUES, "test_imagenet", "test_no_imagenet", "all")
 JND_COLUMNS = ("id", "ref_path", "distort_path", "same", "votes")
 
 _MAX_REPORTED = 25
@@ -101,9 +105,34 @@ def parse_relative_path(text: str) -> str:
 
 
 def parse_split(text: str) -> str:
-    if text not in SPLITS:
-        raise ValueError(f"is not a split (expected one of {', '.join(SPLITS)})")
+    if text not in SPLIT_VALUES:
+        raise ValueError(f"is not a split (expected one of {', '.join(SPLIT_VALUES)})")
     return text
+
+
+def split_mask(split: str, splits, is_imagenet):
+    """Which rows belong to ``split`` (one of :data:`SPLITS`), as a boolean array, from the
+    ``split`` and ``is_imagenet`` columns: ``test_imagenet`` / ``test_no_imagenet`` are the
+    test rows with and without ``is_imagenet`` (a null counts as without).
+
+    Example::
+
+        >>> split_mask("test_imagenet", ["test", "train", "test"], [True, True, None]).tolist()
+        [True, False, False]
+    """
+    import numpy as np
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    splits = np.asarray(splits)
+    if split == "all":
+        return np.ones(len(splits), dtype=bool)
+    base = "test" if split.startswith("test") else split
+    mask = splits == base
+    if split != base:
+        imagenet = np.asarray(is_imagenet) == True  # noqa: E712 (nulls count as False)
+        mask &= imagenet if split == "test_imagenet" else ~imagenet
+    return mask
 
 
 def parse_text(text: str) -> str:

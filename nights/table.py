@@ -41,12 +41,11 @@ from . import _paths
 from ._files import exclusive_lock, file_sha256
 from .errors import DatasetNotFoundError, IntegrityError, NightsError
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
-from .schema import read_data_csv, read_jnd_csv, read_raw_csv
+from .schema import SPLITS, read_data_csv, read_jnd_csv, read_raw_csv, split_mask
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-SPLITS = ("train", "val", "test", "test_imagenet", "test_no_imagenet", "all")
 VARIANTS = ("nights", "unfiltered", "jnd")
 _SHARD_ROWS = 1000
 _MAX_LISTED = 100
@@ -101,6 +100,26 @@ def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> S
     raise DatasetNotFoundError(
         f"No NIGHTS {variant} data found (looked for {looked}). " + _DOWNLOAD_HINT
     )
+
+
+def release_or_sample(root: str | os.PathLike | None = None) -> Path:
+    """``root`` when given; else ``NIGHTS_HOME`` when it holds the release; else the embedded
+    synthetic sample (written on first use; a warning says so): the data that the commands
+    run on when no folder is named."""
+    from .synthetic import ensure_sample
+
+    if root is not None:
+        return Path(root)
+    try:
+        resolve_source(None, "nights")
+        return _paths.nights_home()
+    except DatasetNotFoundError:
+        logger.warning(
+            "no NIGHTS release in %s: using the embedded synthetic sample (download the "
+            "release with `nights download chunked`)",
+            _paths.nights_home(),
+        )
+        return ensure_sample()
 
 
 def read_source_csv(source: Source) -> pd.DataFrame:
@@ -368,23 +387,6 @@ def table_meta(table) -> dict:
         return dict(json.loads(table.info.description or "{}").get("nights", {}))
     except json.JSONDecodeError:
         return {}
-
-
-def split_mask(split: str, splits, is_imagenet) -> np.ndarray:
-    """Which rows belong to ``split`` (one of :data:`SPLITS`), from the ``split`` and
-    ``is_imagenet`` columns as arrays: upstream's ``test_imagenet`` / ``test_no_imagenet``
-    are the test rows with and without ``is_imagenet``."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    splits = np.asarray(splits)
-    if split == "all":
-        return np.ones(len(splits), dtype=bool)
-    base = "test" if split.startswith("test") else split
-    mask = splits == base
-    if split != base:
-        imagenet = np.asarray(is_imagenet) == True  # noqa: E712 (nulls count as False)
-        mask &= imagenet if split == "test_imagenet" else ~imagenet
-    return mask
 
 
 def select_split(table, split: str | None, min_votes: int | None):
