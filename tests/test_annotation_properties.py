@@ -1,5 +1,6 @@
 """Property-based tests of every reader of outside input in ``annotation``: for any generated
-vote file the importers give a vote table or a VoteImportError naming the file."""
+vote file the importers give a vote table or a VoteImportError naming the file; for any
+generated request the collection app answers 2xx or 4xx with a JSON error, never a 5xx."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ import io
 import json
 import math
 import os
+from urllib.parse import quote
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("starlette")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from annotation import VOTE_COLUMNS, VoteImportError, read_votes  # noqa: E402
+from annotation.campaign import create_campaign  # noqa: E402
+from nights import load_nights  # noqa: E402
+
+from .annotation_helpers import running_server  # noqa: E402
 
 FAST = settings(
     max_examples=int(os.environ.get("NIGHTS_HYPOTHESIS_EXAMPLES", 150)),
@@ -174,3 +182,92 @@ def test_label_studio_reader_gives_votes_or_its_own_error(scratch, content):
     path = scratch / "export.json"
     path.write_bytes(content)
     check_vote_table(path, None)
+
+
+# The collection app: one server for all examples.
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, sample_home):
+    scratch = tmp_path_factory.mktemp("app")
+    table = load_nights("all", root=sample_home, min_votes=None, cache_dir=scratch / "tables")
+    path = scratch / "c.sqlite"
+    settings_ = create_campaign(
+        path, table.select(range(20)), trials_per_participant=4, votes_per_trial=50, seed=1
+    )
+    with running_server(path) as (url, _), httpx.Client(base_url=url, timeout=30) as client:
+        for n in range(3):
+            client.get("/api/session", params={"worker": f"p{n}"}).raise_for_status()
+        yield client, settings_["admin_token"]
+
+
+def check_answer(response) -> dict:
+    """A 2xx or 4xx JSON answer, never a 5xx."""
+    assert response.status_code < 500, response.text
+    body = response.json()
+    if response.status_code >= 400:
+        assert set(body) == {"error"} and isinstance(body["error"], str)
+    return body
+
+
+ids = st.sampled_from(["p0", "p1", "p2", "new", ""]) | st.text(max_size=70)
+query_keys = st.sampled_from(["PROLIFIC_PID", "worker", "STUDY_ID", "SESSION_ID"]) | st.text(
+    max_size=6
+)
+
+
+@FAST
+@given(query=st.dictionaries(query_keys, ids, max_size=4))
+def test_session_route_answers_2xx_or_4xx(server, query):
+    client, _ = server
+    body = check_answer(client.get("/api/session", params=query))
+    if "status" in body:
+        assert body["status"] in ("active", "finished", "expired", "released", "full")
+
+
+answer_bodies = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "worker": ids | json_values,
+            "trial": st.integers(-3, 30) | json_values,
+            "answer": st.sampled_from(["left", "right", "same", "different"]) | json_values,
+            "rt_ms": st.floats() | st.integers(-(10**400), 10**400) | json_values,
+            "detail": json_values,
+        },
+    ).map(lambda body: json.dumps(body).encode()),
+    json_values.map(json.dumps).map(str.encode),
+    st.binary(max_size=300),
+    st.sampled_from([b"[" * 5000, b'{"trial": 1e400}', b"x" * 5000, b'{"rt_ms": NaN}']),
+)
+
+
+@FAST
+@given(body=answer_bodies, route=st.sampled_from(["/api/answer", "/api/image-error"]))
+def test_answer_routes_answer_2xx_or_4xx(server, body, route):
+    client, _ = server
+    check_answer(client.post(route, content=body))
+
+
+@FAST
+@given(name=st.text(min_size=1, max_size=40))
+def test_image_route_serves_no_guessed_name(server, name):
+    client, _ = server
+    response = client.get("/images/" + quote(name, safe=""), follow_redirects=True)
+    assert response.status_code == 404  # a trailing slash is first redirected away
+
+
+def valid_header_value(value: bytes) -> bool:
+    """What an HTTP client can send at all: no control bytes, no space at either end."""
+    return value.strip() == value and all(byte >= 0x20 and byte != 0x7F for byte in value)
+
+
+@FAST
+@given(header=st.binary(min_size=1, max_size=60).filter(valid_header_value))
+def test_admin_routes_refuse_any_other_token(server, header):
+    client, token = server
+    response = client.get("/api/admin/progress", headers={"Authorization": b"Bearer " + header})
+    if header.strip() == token.encode():
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 401 and check_answer(response)
