@@ -338,7 +338,8 @@ def _check_campaign(db: sqlite3.Connection, path: Path) -> dict:
         stored = db.execute("SELECT key, value FROM settings").fetchall()
     except sqlite3.DatabaseError as error:
         raise CampaignError(
-            f"{path}: not a readable campaign database ({error}); make one with annotate create"
+            f"{path}: not a readable campaign database ({error}); restore a copy or make one "
+            "with annotate create"
         ) from None
     if damage != "ok":
         raise CampaignError(f"{path}: the database is damaged ({damage}); restore a copy")
