@@ -1,0 +1,261 @@
+"""Training-ready DreamSim: upstream's trainable parameters (LoRA on qkv, the CLIP projection,
+or an MLP head), saving in the release layout that ours and upstream's loaders read, and the
+model as a perceptual loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from dreamsim import (  # noqa: E402
+    DreamSimError,
+    LoraSettings,
+    dreamsim,
+    save_pretrained,
+    trainable_parameters,
+    training_model,
+)
+from dreamsim.model import preprocess_batch  # noqa: E402
+from dreamsim.variants import VARIANTS as REGISTRY  # noqa: E402
+
+from .dreamsim_checkpoints import (  # noqa: E402
+    random_backbone,
+    reference_embedding,
+    timm_layout,
+    write_hub_cache,
+    write_release,
+)
+
+
+def images(count=4, seed=0):
+    return torch.rand(count, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+
+
+def train(model, steps=3, seed=0):
+    """A few Adam steps on a hinge loss of random triplets (upstream's optimizer settings)."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(trainable_parameters(model).values(), lr=3e-3, betas=(0.5, 0.999))
+    ref, left, right = images(4, seed), images(4, seed + 1), images(4, seed + 2)
+    target = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    for _ in range(steps):
+        logit = model(ref, left) - model(ref, right)
+        loss = torch.clamp(0.05 - logit * target, min=0).sum() / len(target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def load(folder, variant, **kwargs):
+    model, _ = dreamsim(
+        pretrained=True, cache_dir=folder, dreamsim_type=variant, device="cpu", **kwargs
+    )
+    return model
+
+
+def distances(model, seed=9):
+    with torch.no_grad():
+        return model(images(3, seed), images(3, seed + 1))
+
+
+@pytest.mark.parametrize("variant", ["test_tiny", "clip_vitb32"])
+def test_lora_model_trains_exactly_upstreams_parameters(tmp_path, variant):
+    write_release(tmp_path, variant, seed=1, adapter=False)
+    model = training_model(variant, cache_dir=tmp_path, device="cpu")
+    assert model.training and not model.normalize_embeds
+    depth = len(model.extractor_list[0].model.blocks)
+    expected = {
+        f"extractor_list.0.model.blocks.{block}.attn.qkv.lora_{ab}.default.weight"
+        for block in range(depth)
+        for ab in "AB"
+    }
+    if variant == "clip_vitb32":
+        expected.add("extractor_list.0.proj")  # the embedding feature's projection
+    trainable = trainable_parameters(model)
+    assert set(trainable) == expected
+    qkv = model.extractor_list[0].model.blocks[0].attn.qkv
+    assert trainable[next(n for n in expected if "lora_A" in n)].shape[0] == 16
+    assert qkv.scaling["default"] == 8 / 16 and qkv.lora_dropout["default"].p == 0.3
+    untuned, _ = dreamsim(
+        pretrained=False,
+        cache_dir=tmp_path,
+        dreamsim_type=variant,
+        device="cpu",
+        normalize_embeds=False,
+    )
+    torch.testing.assert_close(distances(model.eval()), distances(untuned))  # B starts at 0
+
+
+def test_lora_settings_and_the_projection_switch(tmp_path):
+    write_release(tmp_path, "clip_vitb32", seed=2, adapter=False)
+    model = training_model(
+        "clip_vitb32",
+        cache_dir=tmp_path,
+        lora=LoraSettings(r=4, alpha=32, dropout=0.0),
+        train_projection=False,
+        device="cpu",
+    )
+    names = trainable_parameters(model)
+    assert "extractor_list.0.proj" not in names
+    assert {p.shape[0] for n, p in names.items() if "lora_A" in n} == {4}
+    assert model.extractor_list[0].model.blocks[1].attn.qkv.scaling["default"] == 8
+
+
+def test_mlp_head_is_upstreams_on_frozen_backbones(tmp_path):
+    weights = write_release(tmp_path, "clip_vitb32", seed=3, adapter=False)
+    model = training_model("clip_vitb32", method="mlp", cache_dir=tmp_path, device="cpu")
+    assert set(trainable_parameters(model)) == {
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+    }
+    head = model.mlp
+    assert head.fc1.weight.shape == (512, 32) and head.fc2.weight.shape == (32, 512)
+    x = images(2, 4)
+    features = reference_embedding(weights, "clip_vitb32", x, normalize=False, lora=False)
+    hidden = torch.relu(features @ head.fc1.weight.T + head.fc1.bias)
+    expected = hidden @ head.fc2.weight.T + head.fc2.bias + features
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["test_tiny", "clip_vitb32"])
+def test_saved_lora_model_loads_with_the_trained_distances(tmp_path, variant):
+    write_release(tmp_path / "base", variant, seed=4, adapter=False)
+    model = train(training_model(variant, cache_dir=tmp_path / "base", device="cpu"))
+    run = save_pretrained(model, tmp_path / "run")
+    adapter = REGISTRY[variant].adapter
+    assert sorted(p.name for p in (run / adapter).iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    loaded = load(run, variant, normalize_embeds=False)
+    torch.testing.assert_close(distances(loaded), distances(model), atol=1e-5, rtol=1e-5)
+    base = REGISTRY[variant].backbones[0].checkpoint
+    if variant == "test_tiny":  # an untouched base file is a hard link, not a copy
+        assert os.path.samefile(run / base, tmp_path / "base" / base)
+    else:  # the trained projection is written into the release file, where upstream reads it
+        saved = torch.load(run / base, weights_only=True)["state_dict"]["proj"]
+        torch.testing.assert_close(saved, model.extractor_list[0].proj.detach())
+        original = torch.load(tmp_path / "base" / base, weights_only=True)["state_dict"]["proj"]
+        assert not torch.equal(saved, original)
+    assert json.loads((run / "dreamsim_manifest.json").read_text()).keys() == {adapter, base}
+
+
+def test_a_hub_based_model_saves_its_base_beside_the_adapter(tmp_path):
+    state = random_backbone("dinov2_vitl14", seed=5)
+    hub = REGISTRY["dinov2_vitl14"].backbones[0].hub
+    write_hub_cache(tmp_path / "hub", hub.repo, hub.filename, timm_layout(state))
+    model = training_model(
+        "dinov2_vitl14", cache_dir=tmp_path / "empty", hub_cache_dir=tmp_path / "hub"
+    )
+    run = save_pretrained(train(model.cpu()), tmp_path / "run")
+    assert (run / "dinov2_vitl14.safetensors").is_file()
+    loaded = load(run, "dinov2_vitl14", normalize_embeds=False, hub_cache_dir=tmp_path / "none")
+    assert loaded.extractor_list[0].source.path == run / "dinov2_vitl14.safetensors"
+    torch.testing.assert_close(distances(loaded), distances(model), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")  # upstream's sequence
+def test_saved_adapter_is_what_upstreams_peft_loading_reads(tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    write_release(tmp_path / "base", "clip_vitb32", seed=6, adapter=False)
+    model = train(
+        training_model(
+            "clip_vitb32", cache_dir=tmp_path / "base", train_projection=False, device="cpu"
+        )
+    )
+    run = save_pretrained(model, tmp_path / "run")
+    folder = run / "clip_vitb32_single_lora"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    upstream_keys = ["r", "lora_alpha", "lora_dropout", "bias", "target_modules"]
+    assert config["peft_type"] == "LORA" and set(upstream_keys) <= set(config)
+    assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (16, 8.0, 0.3)
+    from safetensors.torch import load_file
+
+    keys = set(load_file(str(folder / "adapter_model.safetensors")))
+    pattern = (
+        r"base_model\.model\.extractor_list\.0\.model\.blocks\.\d\.attn\.qkv\.lora_[AB]\.weight"
+    )
+    assert len(keys) == 4 and all(re.fullmatch(pattern, k) for k in keys)
+    # upstream 0.2.1's dreamsim(): LoraConfig from five json fields, get_peft_model, then
+    # PeftModel.from_pretrained on the wrapped model's base with the adapter folder
+    base, _ = dreamsim(
+        pretrained=False,
+        cache_dir=run,
+        dreamsim_type="clip_vitb32",
+        device="cpu",
+        normalize_embeds=False,
+    )
+    wrapped = get_peft_model(base, LoraConfig(**{k: config[k] for k in upstream_keys}))
+    upstream = PeftModel.from_pretrained(wrapped.base_model.model, str(folder)).eval()
+    torch.testing.assert_close(distances(upstream), distances(model), atol=1e-5, rtol=1e-5)
+
+
+def test_training_continues_from_a_released_adapter(tmp_path):
+    write_release(tmp_path, "dino_vitb16", seed=7, rank=4, lora_alpha=2.0)
+    model = training_model("dino_vitb16", cache_dir=tmp_path, pretrained=True, device="cpu")
+    released = load(tmp_path, "dino_vitb16", normalize_embeds=False)
+    torch.testing.assert_close(distances(model.eval()), distances(released), atol=1e-5, rtol=1e-5)
+    lora = {n: p for n, p in trainable_parameters(model).items() if "lora_A" in n}
+    assert {p.shape[0] for p in lora.values()} == {4}
+    with pytest.raises(DreamSimError, match="holds a LoRA adapter"):
+        training_model("dino_vitb16", method="mlp", cache_dir=tmp_path, pretrained=True)
+
+
+def test_saved_mlp_head_loads_and_training_continues_from_it(tmp_path):
+    write_release(tmp_path / "base", "test_tiny", seed=8, adapter=False)
+    model = train(training_model("test_tiny", method="mlp", cache_dir=tmp_path / "base"))
+    run = save_pretrained(model, tmp_path / "run")
+    assert (run / "test_tiny_single_mlp.safetensors").is_file()
+    loaded = load(run, "test_tiny", normalize_embeds=False)
+    assert loaded.weights_id.endswith("-mlp")
+    torch.testing.assert_close(distances(loaded), distances(model), atol=1e-5, rtol=1e-5)
+    again = training_model("test_tiny", method="mlp", cache_dir=run, pretrained=True)
+    torch.testing.assert_close(distances(again.eval()), distances(model), atol=1e-5, rtol=1e-5)
+
+
+def test_saving_again_into_the_same_folder_keeps_it_loadable(tmp_path):
+    write_release(tmp_path, "test_tiny", seed=9, adapter=False)
+    model = train(training_model("test_tiny", cache_dir=tmp_path))
+    save_pretrained(model, tmp_path)
+    train(model.train(), seed=1)
+    save_pretrained(model, tmp_path)  # a later epoch over the first: manifest updated
+    loaded = load(tmp_path, "test_tiny", normalize_embeds=False)
+    torch.testing.assert_close(distances(loaded), distances(model), atol=1e-5, rtol=1e-5)
+
+
+def test_nothing_trained_is_refused_and_unknown_methods_are_named(tmp_path):
+    write_release(tmp_path, "test_tiny", seed=10, adapter=False)
+    untuned, _ = dreamsim(pretrained=False, cache_dir=tmp_path, dreamsim_type="test_tiny")
+    with pytest.raises(DreamSimError, match="nothing trained to save"):
+        save_pretrained(untuned, tmp_path / "run")
+    with pytest.raises(DreamSimError, match="method must be one of lora, mlp, not 'adapter'"):
+        training_model("test_tiny", method="adapter", cache_dir=tmp_path)
+
+
+def test_distance_is_a_perceptual_loss_with_gradients_for_the_input(tmp_path):
+    write_release(tmp_path, "test_tiny", seed=11)
+    model = load(tmp_path, "test_tiny")
+    target = images(1, 12)
+    start = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(13))
+    x = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=0.01)
+    losses = []
+    for _ in range(20):
+        loss = model(preprocess_batch(x), target).sum()  # resized in the graph, not detached
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert losses[-1] < 0.5 * losses[0]
+    assert not any(p.requires_grad for p in model.parameters())  # only the image moved
