@@ -35,10 +35,32 @@ def read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         tensors = load_file(str(tensors_path))
     except (json.JSONDecodeError, OSError, Exception) as error:
         raise CheckpointError(f"{folder}: unreadable LoRA adapter ({error})") from None
-    for key in ("r", "lora_alpha"):
-        if key not in config:
-            raise CheckpointError(f"{config_path}: no {key!r}")
+    problem = _config_problem(config)
+    if problem:
+        raise CheckpointError(f"{config_path}: {problem}")
     return config, tensors
+
+
+def _config_problem(config) -> str | None:
+    """What makes an adapter config unusable, or None."""
+    if not isinstance(config, dict):
+        return "not a JSON object"
+    number = (int, float)
+    checks = {
+        "r": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "lora_alpha": lambda v: isinstance(v, number) and not isinstance(v, bool),
+        "lora_dropout": lambda v: isinstance(v, number) and 0 <= v < 1,
+        "target_modules": lambda v: (
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(m, str) for m in v))
+        ),
+        "bias": lambda v: v in ("none", "all", "lora_only"),
+    }
+    for key, fits in checks.items():
+        if key in ("r", "lora_alpha") and key not in config:
+            return f"no {key!r}"
+        if key in config and not fits(config[key]):
+            return f"{key!r} is {config[key]!r}"
+    return None
 
 
 def scaling(config: dict) -> float:
@@ -128,7 +150,11 @@ def load_lora(model: nn.Module, folder: Path) -> dict:
     """Injects the adapter of ``folder`` into ``model`` as trainable LoRA layers holding its
     weights (to continue training it); returns the adapter's config."""
     config, tensors = read_adapter(folder)
-    inject_lora(model, config)
+    try:
+        inject_lora(model, config)
+    except (ValueError, TypeError) as error:  # peft's refusals, e.g. no layer matches
+        reason = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{folder}: adapter does not fit the model ({reason})") from None
     parameters = dict(model.named_parameters())
     loaded = set()
     for key, value in tensors.items():

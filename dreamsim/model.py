@@ -74,16 +74,19 @@ class MlpHead(nn.Module):
         return self.fc2(nn.functional.relu(self.fc1(x))) + x
 
 
-def read_mlp_head(path) -> MlpHead:
-    """An :class:`MlpHead` from its file (``mlp.fc1.weight`` ... as upstream names them)."""
+def read_mlp_head(path, features: int) -> MlpHead:
+    """The :class:`MlpHead` of ``path`` (``mlp.fc1.weight`` ... as upstream names them), for
+    embeddings of width ``features``."""
     tensors = read_tensors(path)
     try:
-        hidden, features = tensors["mlp.fc1.weight"].shape
+        hidden, width = tensors["mlp.fc1.weight"].shape
+        if width != features or not hidden:
+            raise ValueError(f"mlp.fc1.weight {(hidden, width)} does not take {features} features")
         head = MlpHead(features, hidden)
         head.load_state_dict({k.removeprefix("mlp."): v for k, v in tensors.items()})
-    except (KeyError, RuntimeError) as error:
+    except (KeyError, ValueError, RuntimeError) as error:
         reason = str(error).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"{path}: not an MLP head ({reason})") from None
+        raise CheckpointError(f"{path}: not an MLP head for this model ({reason})") from None
     return head
 
 
@@ -109,6 +112,11 @@ class DreamSim(nn.Module):
         self.is_patch = variant.is_patch
         self.input_size = variant.input_size
         self.autocast_dtype: torch.dtype | None = None
+
+    @property
+    def features(self) -> int:
+        """The embedding's width (per token for the patch variants)."""
+        return sum(branch.out_features for branch in self.extractor_list)
 
     def _autocast(self, images: torch.Tensor):
         if self.autocast_dtype is None:
@@ -295,7 +303,7 @@ def build_model(
     model = assemble(variant, located, normalize_embeds)
     tuning = located.tuning
     if tuning is not None and tuning.name == variant.mlp_head:
-        model.mlp = read_mlp_head(tuning)
+        model.mlp = read_mlp_head(tuning, model.features)
     elif tuning is not None and merge:
         merge_adapter(model, tuning)
     elif tuning is not None:

@@ -129,8 +129,8 @@ def training_model(
             inject_lora(model, config)
         model.lora_config = {**config, "inference_mode": True}
     else:
-        features = sum(branch.out_features for branch in model.extractor_list)
-        model.mlp = read_mlp_head(tuning) if tuning else MlpHead(features, hidden_size)
+        features = model.features
+        model.mlp = read_mlp_head(tuning, features) if tuning else MlpHead(features, hidden_size)
         model.mlp.requires_grad_(True)
     if train_projection if train_projection is not None else method == "lora":
         for branch in model.extractor_list:

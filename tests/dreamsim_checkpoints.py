@@ -126,7 +126,7 @@ def write_release(
     width = width or (TINY_WIDTH if variant == "test_tiny" else WIDTH)
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    branches, adapter = VARIANTS[variant]
+    branches, adapter_folder = VARIANTS[variant]
     used = []
     for name, _ in branches:
         kind = BACKBONES[name][0]
@@ -170,7 +170,7 @@ def write_release(
             tensors[f"{key}.lora_B.weight"] = (
                 torch.randn(3 * width, rank, generator=generator) * 0.1
             )
-    (folder / adapter).mkdir(exist_ok=True)
+    (folder / adapter_folder).mkdir(exist_ok=True)
     config = {
         "r": rank,
         "lora_alpha": lora_alpha,
@@ -180,8 +180,8 @@ def write_release(
         "peft_type": "LORA",
         "inference_mode": True,
     }
-    (folder / adapter / "adapter_config.json").write_text(json.dumps(config))
-    save_file(tensors, str(folder / adapter / "adapter_model.safetensors"))
+    (folder / adapter_folder / "adapter_config.json").write_text(json.dumps(config))
+    save_file(tensors, str(folder / adapter_folder / "adapter_model.safetensors"))
     return {"backbones": used, "lora": tensors, "scaling": lora_alpha / rank}
 
 

@@ -13,6 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
 from dreamsim import (  # noqa: E402
     DreamSimError,
     LoraSettings,
@@ -259,3 +262,52 @@ def test_distance_is_a_perceptual_loss_with_gradients_for_the_input(tmp_path):
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert losses[-1] < 0.5 * losses[0]
     assert not any(p.requires_grad for p in model.parameters())  # only the image moved
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    config=st.one_of(
+        st.binary(max_size=40),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "r": st.one_of(st.integers(-2, 20), st.text(max_size=3)),
+                "lora_alpha": st.one_of(st.floats(-5, 50), st.none()),
+                "lora_dropout": st.floats(0, 1),
+                "target_modules": st.lists(st.sampled_from(["qkv", "proj", "fc9"]), max_size=2),
+            },
+        ).map(lambda d: json.dumps(d).encode()),
+    ),
+    shapes=st.dictionaries(
+        st.sampled_from(
+            [
+                "base_model.model.extractor_list.0.model.blocks.0.attn.qkv.lora_A.weight",
+                "base_model.model.extractor_list.0.model.blocks.1.attn.qkv.lora_B.weight",
+                "base_model.model.extractor_list.3.model.blocks.0.attn.qkv.lora_A.weight",
+                "mlp.fc1.weight",
+                "mlp.fc2.bias",
+            ]
+        ),
+        st.lists(st.integers(0, 70), min_size=1, max_size=2),
+        max_size=4,
+    ),
+    method=st.sampled_from(["lora", "mlp"]),
+)
+def test_any_tuned_files_give_a_model_or_a_dreamsim_error(tmp_path, config, shapes, method):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / os.urandom(4).hex()
+    write_release(folder, "test_tiny", seed=14, adapter=False)
+    tensors = {key: torch.ones(shape) for key, shape in shapes.items()}
+    if method == "lora":
+        (folder / "test_tiny_single_lora").mkdir()
+        (folder / "test_tiny_single_lora" / "adapter_config.json").write_bytes(config)
+        save_file(tensors, str(folder / "test_tiny_single_lora" / "adapter_model.safetensors"))
+    else:
+        save_file(tensors, str(folder / "test_tiny_single_mlp.safetensors"))
+    try:
+        training_model("test_tiny", method=method, cache_dir=folder, pretrained=True)
+    except DreamSimError as error:
+        assert "\n" not in str(error)
