@@ -31,6 +31,7 @@ _LAZY = {
     "save_pretrained": "training",
     "trainable_parameters": "training",
     "training_model": "training",
+    "write_tiny_weights": "synthetic",
 }
 
 __all__ = ["VARIANTS", "CheckpointError", "DreamSimError", "VariantError", *_LAZY]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -112,6 +113,23 @@ class DreamSim(nn.Module):
         self.is_patch = variant.is_patch
         self.input_size = variant.input_size
         self.autocast_dtype: torch.dtype | None = None
+        self._weights_id = ""
+
+    @property
+    def weights_id(self) -> str:
+        """A content id of the weights, for score caches: the files' it was built from, plus
+        the current values of the parameters that train, if any (it changes as they learn)."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            return self._weights_id
+        digest = hashlib.sha256(self._weights_id.encode())
+        for parameter in trainable:
+            digest.update(parameter.detach().float().cpu().numpy().tobytes())
+        return f"{self._weights_id}-{digest.hexdigest()[:12]}"
+
+    @weights_id.setter
+    def weights_id(self, value: str) -> None:
+        self._weights_id = value
 
     @property
     def features(self) -> int:

@@ -94,13 +94,23 @@ def training_model(
         CheckpointError: missing weights (the message says how to fetch them), or tuned
             weights of the other method.
 
-    Example::
+    Example (upstream's optimizer and hinge loss on one random batch)::
 
-        >>> from dreamsim import trainable_parameters, training_model
-        >>> model = training_model("test_tiny", cache_dir=folder, device="cpu")  # doctest: +SKIP
-        >>> sorted(trainable_parameters(model))[0]                            # doctest: +SKIP
-        'extractor_list.0.model.blocks.0.attn.qkv.lora_A.default.weight'
-        >>> loss = model(images, references).mean()                          # doctest: +SKIP
+        >>> import tempfile, torch
+        >>> from dreamsim import trainable_parameters, training_model, write_tiny_weights
+        >>> folder = write_tiny_weights(tempfile.mkdtemp())
+        >>> model = training_model("test_tiny", cache_dir=folder, device="cpu")
+        >>> sorted(trainable_parameters(model))[:2]
+        ['extractor_list.0.model.blocks.0.attn.qkv.lora_A.default.weight',
+         'extractor_list.0.model.blocks.0.attn.qkv.lora_B.default.weight']
+        >>> optimizer = torch.optim.Adam(
+        ...     trainable_parameters(model).values(), lr=3e-4, betas=(0.5, 0.999))
+        >>> ref, left, right = torch.rand(3, 2, 3, 224, 224)
+        >>> vote = torch.tensor([1.0, -1.0])  # +1: right is closer to ref
+        >>> logit = model(ref, left) - model(ref, right)
+        >>> loss = torch.clamp(0.05 - logit * vote, min=0).sum() / len(vote)
+        >>> loss.backward()
+        >>> optimizer.step()
     """
     if method not in METHODS:
         raise VariantError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
@@ -157,11 +167,30 @@ def save_pretrained(model: DreamSim, folder: str | os.PathLike) -> Path:
     ``{backbone}.safetensors``; a file holding a trained projection is rewritten with it.
     Every write is atomic; ``dreamsim_manifest.json`` records the new files' sha256.
 
+    Args:
+        model: from :func:`training_model` (unwrapped from DDP / accelerate), trained.
+        folder: where to write; existing files of an earlier save are replaced.
+
     Returns:
         ``folder``.
 
     Raises:
         DreamSimError: the model holds neither LoRA layers nor an MLP head.
+
+    Example::
+
+        >>> import tempfile, torch
+        >>> from dreamsim import dreamsim, save_pretrained, training_model, write_tiny_weights
+        >>> folder = write_tiny_weights(tempfile.mkdtemp())
+        >>> model = training_model("test_tiny", cache_dir=folder, device="cpu")
+        >>> run = save_pretrained(model.eval(), tempfile.mkdtemp())
+        >>> sorted(path.name for path in run.iterdir())
+        ['dreamsim_manifest.json', 'test_tiny_pretrain.pth', 'test_tiny_single_lora']
+        >>> trained, _ = dreamsim(pretrained=True, cache_dir=run, dreamsim_type="test_tiny",
+        ...                       normalize_embeds=False, device="cpu")
+        >>> a, b = torch.rand(2, 1, 3, 224, 224)
+        >>> torch.allclose(trained(a, b), model(a, b), atol=1e-6)
+        True
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

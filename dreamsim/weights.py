@@ -278,6 +278,11 @@ def locate_base(
                 if (folder / name).exists():
                     return BaseSource(folder / name, "release", name, companions)
         return BaseSource(path, "release", backbone.checkpoint)
+    if backbone.hub is None and variant.url is None:
+        raise CheckpointError(
+            f"DreamSim {variant.name}: missing {backbone.checkpoint} in {folder}; "
+            f"{backbone.name} has no release and no Hugging Face Hub repo: put the file there"
+        )
     if backbone.hub is None:
         raise CheckpointError(_missing_message(variant, folder, [backbone.checkpoint]))
     copy = folder / backbone.hub_copy

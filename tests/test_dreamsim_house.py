@@ -133,3 +133,29 @@ def test_importing_dreamsim_or_its_errors_loads_no_torch(statement):
     assert out.strip() == "[]"
     lazy = _python("import sys; from dreamsim import dreamsim; print('torch' in sys.modules)")
     assert lazy.communicate(timeout=60)[0].strip() == "True"
+
+
+def test_bad_input_gets_one_line_naming_what_is_wrong(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from dreamsim import CheckpointError, VariantError, dreamsim, training_model
+    from dreamsim.__main__ import main
+
+    with pytest.raises(VariantError) as error:
+        training_model("vit_huge", cache_dir=tmp_path)
+    assert "'vit_huge'" in str(error.value)
+    assert all(name in str(error.value) for name in ("ensemble", "dinov2_vitl14", "test_tiny"))
+    with pytest.raises(CheckpointError) as error:
+        dreamsim(pretrained=False, cache_dir=tmp_path, dreamsim_type="test_tiny")
+    assert f"missing test_tiny_pretrain.pth in {tmp_path}" in str(error.value)
+    with pytest.raises(CheckpointError) as error:
+        training_model("synclr_vitb16", cache_dir=tmp_path)
+    assert f"`python -m dreamsim download synclr_vitb16 --cache-dir {tmp_path}`" in str(error.value)
+    assert main(["download", "synclr_vitb16", "--from-hub"]) == 2
+    assert main(["download", "test_tiny"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "error: DreamSim synclr_vitb16: synclr_vitb16 is not on the Hugging Face Hub; the "
+        "release zip has it: `python -m dreamsim download synclr_vitb16`",
+        "error: DreamSim test_tiny: test_tiny is not on the Hugging Face Hub; it has no "
+        "release either: write its file into the cache folder",
+    ]

@@ -311,3 +311,24 @@ def test_any_tuned_files_give_a_model_or_a_dreamsim_error(tmp_path, config, shap
         training_model("test_tiny", method=method, cache_dir=folder, pretrained=True)
     except DreamSimError as error:
         assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("module", ["dreamsim.training", "dreamsim.synthetic"])
+def test_docstring_examples_run(module, tmp_path, monkeypatch):
+    import doctest
+    import importlib
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    result = doctest.testmod(importlib.import_module(module), optionflags=flags)
+    assert result.attempted > 3 and result.failed == 0
+
+
+def test_weights_id_follows_the_trained_values(tmp_path):
+    write_release(tmp_path, "test_tiny", seed=15, adapter=False)
+    model = training_model("test_tiny", cache_dir=tmp_path)
+    first = model.weights_id
+    assert first == model.weights_id
+    train(model, steps=1)
+    assert model.weights_id != first  # a score cache never serves an earlier epoch's scores
