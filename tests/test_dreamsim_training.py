@@ -67,19 +67,20 @@ def distances(model, seed=9):
         return model(images(3, seed), images(3, seed + 1))
 
 
-@pytest.mark.parametrize("variant", ["test_tiny", "clip_vitb32"])
+@pytest.mark.parametrize("variant", ["test_tiny", "clip_vitb32", "ensemble"])
 def test_lora_model_trains_exactly_upstreams_parameters(tmp_path, variant):
     write_release(tmp_path, variant, seed=1, adapter=False)
     model = training_model(variant, cache_dir=tmp_path, device="cpu")
     assert model.training and not model.normalize_embeds
-    depth = len(model.extractor_list[0].model.blocks)
-    expected = {
-        f"extractor_list.0.model.blocks.{block}.attn.qkv.lora_{ab}.default.weight"
-        for block in range(depth)
-        for ab in "AB"
-    }
-    if variant == "clip_vitb32":
-        expected.add("extractor_list.0.proj")  # the embedding feature's projection
+    expected = set()
+    for index, branch in enumerate(model.extractor_list):
+        for block in range(len(branch.model.blocks)):
+            for ab in "AB":
+                expected.add(
+                    f"extractor_list.{index}.model.blocks.{block}.attn.qkv.lora_{ab}.default.weight"
+                )
+        if branch.feature == "embedding":  # the CLIP / OpenCLIP projection
+            expected.add(f"extractor_list.{index}.proj")
     trainable = trainable_parameters(model)
     assert set(trainable) == expected
     qkv = model.extractor_list[0].model.blocks[0].attn.qkv
@@ -150,6 +151,16 @@ def test_saved_lora_model_loads_with_the_trained_distances(tmp_path, variant):
         original = torch.load(tmp_path / "base" / base, weights_only=True)["state_dict"]["proj"]
         assert not torch.equal(saved, original)
     assert json.loads((run / "dreamsim_manifest.json").read_text()).keys() == {adapter, base}
+
+
+def test_a_dino_model_saves_both_files_upstream_opens(tmp_path):
+    write_release(tmp_path / "base", "dino_vitb16", seed=16, hub_dino=True, adapter=False)
+    model = train(training_model("dino_vitb16", cache_dir=tmp_path / "base", device="cpu"))
+    run = save_pretrained(model, tmp_path / "run")
+    for name in ("dino_vitb16_pretrain.pth", "checkpoints/dino_vitbase16_pretrain.pth"):
+        assert os.path.samefile(run / name, tmp_path / "base" / name)
+    loaded = load(run, "dino_vitb16", normalize_embeds=False)
+    torch.testing.assert_close(distances(loaded), distances(model), atol=1e-5, rtol=1e-5)
 
 
 def test_a_hub_based_model_saves_its_base_beside_the_adapter(tmp_path):
