@@ -15,6 +15,7 @@ pytest.importorskip("peft")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 from dreamsim import (  # noqa: E402
     DreamSimError,
@@ -28,6 +29,7 @@ from dreamsim.model import preprocess_batch  # noqa: E402
 from dreamsim.variants import VARIANTS as REGISTRY  # noqa: E402
 
 from .dreamsim_checkpoints import (  # noqa: E402
+    open_clip_layout,
     random_backbone,
     reference_embedding,
     timm_layout,
@@ -163,18 +165,26 @@ def test_a_dino_model_saves_both_files_upstream_opens(tmp_path):
     torch.testing.assert_close(distances(loaded), distances(model), atol=1e-5, rtol=1e-5)
 
 
-def test_a_hub_based_model_saves_its_base_beside_the_adapter(tmp_path):
-    state = random_backbone("dinov2_vitl14", seed=5)
-    hub = REGISTRY["dinov2_vitl14"].backbones[0].hub
-    write_hub_cache(tmp_path / "hub", hub.repo, hub.filename, timm_layout(state))
-    model = training_model(
-        "dinov2_vitl14", cache_dir=tmp_path / "empty", hub_cache_dir=tmp_path / "hub"
-    )
+@pytest.mark.parametrize("variant", ["dinov2_vitl14", "clip_vitb32", "open_clip_vitb32"])
+def test_a_hub_based_model_saves_its_base_beside_the_adapter(tmp_path, variant):
+    backbone = REGISTRY[variant].backbones[0]
+    layout = {"timm": timm_layout, "open_clip": open_clip_layout}[backbone.hub.layout]
+    state = random_backbone(backbone.name, seed=5)
+    write_hub_cache(tmp_path / "hub", backbone.hub.repo, backbone.hub.filename, layout(state))
+    model = training_model(variant, cache_dir=tmp_path / "empty", hub_cache_dir=tmp_path / "hub")
     run = save_pretrained(train(model.cpu()), tmp_path / "run")
-    assert (run / "dinov2_vitl14.safetensors").is_file()
-    loaded = load(run, "dinov2_vitl14", normalize_embeds=False, hub_cache_dir=tmp_path / "none")
-    assert loaded.extractor_list[0].source.path == run / "dinov2_vitl14.safetensors"
+    copy = run / f"{backbone.name}.safetensors"
+    loaded = load(run, variant, normalize_embeds=False, hub_cache_dir=tmp_path / "none")
+    assert loaded.extractor_list[0].source.path == copy
     torch.testing.assert_close(distances(loaded), distances(model), atol=1e-5, rtol=1e-5)
+    if backbone.feature == "embedding":  # the trained projection, in the Hub file's layout
+        saved = load_file(str(copy))
+        trained = model.extractor_list[0].proj.detach()
+        if backbone.hub.layout == "timm":
+            torch.testing.assert_close(saved["head.weight"], trained.T)
+        else:
+            torch.testing.assert_close(saved["visual.proj"], trained)
+        assert not torch.equal(trained, state["proj"])
 
 
 @pytest.mark.filterwarnings("ignore:Already found a `peft_config`")  # upstream's sequence
@@ -193,8 +203,6 @@ def test_saved_adapter_is_what_upstreams_peft_loading_reads(tmp_path):
     upstream_keys = ["r", "lora_alpha", "lora_dropout", "bias", "target_modules"]
     assert config["peft_type"] == "LORA" and set(upstream_keys) <= set(config)
     assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (16, 8.0, 0.3)
-    from safetensors.torch import load_file
-
     keys = set(load_file(str(folder / "adapter_model.safetensors")))
     pattern = (
         r"base_model\.model\.extractor_list\.0\.model\.blocks\.\d\.attn\.qkv\.lora_[AB]\.weight"
