@@ -138,12 +138,9 @@ def adapter_config(r: int, alpha: float, dropout: float, target_modules) -> dict
 def inject_lora(model: nn.Module, config: dict) -> nn.Module:
     """Adds trainable PEFT LoRA layers to ``model`` in place (it keeps its type); with PEFT's
     initialisation (B = 0) the outputs are unchanged until training moves them."""
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import inject_adapter_in_model
 
-    fields = ("r", "lora_alpha", "lora_dropout", "bias", "target_modules", "use_rslora")
-    return inject_adapter_in_model(
-        LoraConfig(**{k: config[k] for k in fields if k in config}), model
-    )
+    return inject_adapter_in_model(_peft_config(config), model)
 
 
 def load_lora(model: nn.Module, folder: Path) -> dict:

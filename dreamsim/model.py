@@ -35,7 +35,6 @@ class Branch(nn.Module):
         source: BaseSource | None = None,
     ):
         super().__init__()
-        self.backbone = backbone
         self.source = source
         self.feature = backbone.feature
         self.model = vit  # the name PEFT's adapter keys use: extractor_list.{i}.model...
