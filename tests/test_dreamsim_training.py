@@ -351,3 +351,27 @@ def test_weights_id_follows_the_trained_values(tmp_path):
     assert first == model.weights_id
     train(model, steps=1)
     assert model.weights_id != first  # a score cache never serves an earlier epoch's scores
+
+
+@pytest.mark.gpu
+def test_a_bf16_training_step_on_cuda_saves_and_reloads(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    write_release(tmp_path / "base", "clip_vitb32", seed=17, adapter=False)
+    model = training_model("clip_vitb32", cache_dir=tmp_path / "base", device="cuda")
+    model.autocast_dtype = torch.bfloat16
+    optimizer = torch.optim.Adam(trainable_parameters(model).values(), lr=3e-3, betas=(0.5, 0.999))
+    ref, left, right = (images(8, seed).cuda() for seed in (1, 2, 3))
+    vote = torch.tensor([1.0, -1.0] * 4, device="cuda")
+    before = model.extractor_list[0].proj.detach().clone()
+    for _ in range(3):
+        loss = torch.clamp(0.05 - (model(ref, left) - model(ref, right)) * vote, min=0).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss) and not torch.equal(before, model.extractor_list[0].proj)
+    model.autocast_dtype = None
+    run = save_pretrained(model.eval(), tmp_path / "run")
+    loaded = load(run, "clip_vitb32", normalize_embeds=False).cuda()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(left, right), model(left, right), atol=1e-4, rtol=1e-4)
