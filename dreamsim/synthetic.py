@@ -39,6 +39,7 @@ def write_tiny_weights(folder: str | os.PathLike, seed: int = 0) -> Path:
 
     from .backbones import VisionTransformer
     from .variants import VARIANTS
+    from .weights import atomic_write
 
     vit = VisionTransformer(
         dim=WIDTH,
@@ -62,9 +63,6 @@ def write_tiny_weights(folder: str | os.PathLike, seed: int = 0) -> Path:
         else:
             state[name] = noise * (0.5 if name in ("cls_token", "pos_embed") else 0.05)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / VARIANTS["test_tiny"].backbones[0].checkpoint
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, target)
+    atomic_write(target, lambda path: torch.save(state, path))
     return folder

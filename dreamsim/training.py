@@ -28,7 +28,7 @@ from .errors import DreamSimError, VariantError
 from .lora import adapter_config, inject_lora, load_lora, lora_tensors
 from .model import DreamSim, MlpHead, assemble, default_device, read_mlp_head
 from .variants import resolve_variant
-from .weights import BaseSource, locate, read_source, record_manifest
+from .weights import BaseSource, atomic_write, locate, read_source, record_manifest
 
 METHODS = ("lora", "mlp")
 
@@ -206,7 +206,7 @@ def save_pretrained(model: DreamSim, folder: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
 
         head = {f"mlp.{k}": v.float().cpu().contiguous() for k, v in model.mlp.state_dict().items()}
-        _atomic(folder / variant.mlp_head, lambda path: save_file(head, str(path)))
+        atomic_write(folder / variant.mlp_head, lambda path: save_file(head, str(path)))
         written = [variant.mlp_head]
     else:
         raise DreamSimError("nothing trained to save: the model has no LoRA layers or MLP head")
@@ -215,18 +215,6 @@ def save_pretrained(model: DreamSim, folder: str | os.PathLike) -> Path:
         written += _save_base(branch.source, folder, trained_proj)
     record_manifest(folder, list(dict.fromkeys(written)))
     return folder
-
-
-def _atomic(target: Path, write) -> None:
-    """``write(temporary)`` then rename over ``target``: a reader never sees half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def _write_adapter(target: Path, config: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -256,7 +244,7 @@ def _link(source: Path, target: Path) -> None:
         except OSError:  # another file system, or links not allowed
             shutil.copyfile(source, path)
 
-    _atomic(target, place)
+    atomic_write(target, place)
 
 
 def _save_base(source: BaseSource, folder: Path, trained_proj: torch.Tensor | None) -> list[str]:
@@ -268,9 +256,9 @@ def _save_base(source: BaseSource, folder: Path, trained_proj: torch.Tensor | No
     else:
         content = with_projection(read_source(source), source.layout, trained_proj)
         if source.layout == "release":
-            _atomic(folder / source.name, lambda path: torch.save(content, path))
+            atomic_write(folder / source.name, lambda path: torch.save(content, path))
         else:
             from safetensors.torch import save_file
 
-            _atomic(folder / source.name, lambda path: save_file(content, str(path)))
+            atomic_write(folder / source.name, lambda path: save_file(content, str(path)))
     return [source.name, *(name for _, name in source.companions)]

@@ -151,10 +151,22 @@ def _read_manifest(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def atomic_write(target: Path, write) -> None:
+    """``write(temporary)`` beside ``target``, then a rename over it: a reader never sees half
+    a file, and an interrupted write leaves the old one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    temporary = folder / f".{MANIFEST}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(temporary, folder / MANIFEST)
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    atomic_write(folder / MANIFEST, lambda path: path.write_text(text))
 
 
 def _verify_manifest(folder: Path, names: list[str], url: str | None) -> None:
