@@ -255,10 +255,10 @@ def _save_base(source: BaseSource, folder: Path, trained_proj: torch.Tensor | No
         _link(source.path, folder / source.name)
     else:
         content = with_projection(read_source(source), source.layout, trained_proj)
-        if source.layout == "release":
-            atomic_write(folder / source.name, lambda path: torch.save(content, path))
-        else:
+        if source.path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
             atomic_write(folder / source.name, lambda path: save_file(content, str(path)))
+        else:
+            atomic_write(folder / source.name, lambda path: torch.save(content, path))
     return [source.name, *(name for _, name in source.companions)]

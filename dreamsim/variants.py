@@ -30,7 +30,8 @@ class HubWeights:
     ``layout`` names the key map that reads the file (see ``dreamsim.backbones.KEY_MAPS``):
     ``timm`` (timm's ``VisionTransformer``: ``norm_pre``, ``head.weight`` = projection
     transposed) or ``open_clip`` (``visual.conv1``, ``visual.transformer.resblocks.N``...).
-    ``revision`` is a branch, tag or commit (None: ``main``).
+    ``revision`` is a branch, tag or commit (None: ``main``). A ``.safetensors`` file is
+    read as such; any other (``open_clip_pytorch_model.bin``) as a weights-only torch pickle.
     """
 
     repo: str
@@ -65,7 +66,8 @@ class Backbone:
     @property
     def hub_copy(self) -> str:
         """The name of the Hub file's copy in a saved model's folder."""
-        return f"{self.name}.safetensors"
+        suffix = "" if self.hub is None else "." + self.hub.filename.rsplit(".", 1)[-1]
+        return f"{self.name}{suffix or '.safetensors'}"
 
 
 def _open_clip_hub(repo: str) -> HubWeights:

@@ -411,10 +411,11 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_source(source: BaseSource) -> dict:
-    """The file's content as stored: a release checkpoint as loaded, or a Hub file's tensors."""
-    if source.layout == "release":
-        return _torch_load(source.path)
-    return read_tensors(source.path)
+    """The file's content as stored: a safetensors file's tensors, or a torch checkpoint as
+    loaded (weights only)."""
+    if source.path.suffix == ".safetensors":
+        return read_tensors(source.path)
+    return _torch_load(source.path)
 
 
 def backbone_state(source: BaseSource, backbone: Backbone) -> tuple[dict, torch.Tensor | None]:

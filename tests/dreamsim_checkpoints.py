@@ -10,6 +10,7 @@ and adapter layout are those of the release.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -342,8 +343,14 @@ def write_hub_cache(
     cache: Path, repo: str, filename: str, tensors: dict, revision: str = "main"
 ) -> Path:
     """Puts ``tensors`` into a Hugging Face cache folder as ``hf_hub_download`` leaves them:
-    the blob named by its sha256, a snapshot link under the commit, ``refs/{revision}``."""
-    data = save(tensors)
+    the blob named by its sha256, a snapshot link under the commit, ``refs/{revision}``.
+    A ``.safetensors`` file holds safetensors, any other a torch pickle."""
+    if filename.endswith(".safetensors"):
+        data = save(tensors)
+    else:
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     commit = hashlib.sha1(repo.encode() + data).hexdigest()
     root = cache / f"models--{repo.replace('/', '--')}"

@@ -92,6 +92,27 @@ def test_hub_layouts_give_the_reference_forward(tmp_path, variant):
     ]
 
 
+def test_a_hub_entry_may_name_open_clips_pickle_instead(tmp_path, monkeypatch):
+    variant = REGISTRY["open_clip_vitb32"]
+    backbone = variant.backbones[0]
+    hub = dataclasses.replace(backbone.hub, filename="open_clip_pytorch_model.bin")
+    pickled = dataclasses.replace(backbone, hub=hub)
+    monkeypatch.setitem(
+        REGISTRY, "open_clip_vitb32", dataclasses.replace(variant, backbones=(pickled,))
+    )
+    weights = publish(tmp_path / "hub", "open_clip_vitb32", seed=6)
+    model = untuned("open_clip_vitb32", tmp_path / "empty", tmp_path / "hub", download=False)
+    x = images(1, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.embed(x),
+            reference_embedding(weights, "open_clip_vitb32", x, True, False),
+            atol=1e-5,
+            rtol=1e-5,
+        )
+    assert pickled.hub_copy == "open_clip_vitb32.bin"
+
+
 def test_the_dinov2_position_table_is_resampled_from_518_px(tmp_path):
     weights = publish(tmp_path / "hub", "dinov2_vitl14")
     assert weights["backbones"][0]["pos_embed"].shape[1] == 1 + 37 * 37
