@@ -2,7 +2,7 @@
 
 Registered in the ``nights.commands`` entry-point group (see :mod:`nights.cli`), so that
 ``nights`` itself never imports ``annotation``. Each action is a subcommand with only its own
-options: ``nights annotate create|serve|status|plan|export|import|aggregate ...``.
+options: ``nights annotate create|serve|status|plan|export|release|import|aggregate ...``.
 """
 
 from __future__ import annotations
@@ -48,9 +48,23 @@ def add_commands(commands) -> None:
     )
     create.add_argument(
         "--policy",
-        choices=("target", "nights", "beta"),
         default="target",
-        help="which triplets still need votes (default: %(default)s: --votes-per-trial each)",
+        help="which triplets still need votes: target (--votes-per-trial each), nights (while "
+        "unanimous) or beta (Beta-binomial stopping); default: %(default)s",
+    )
+    create.add_argument(
+        "--time-limit",
+        type=float,
+        default=60,
+        metavar="MINUTES",
+        help="how long a participant holds their trials; set it to the study's maximum time "
+        "(default: %(default)s); unanswered trials then go back to the pool",
+    )
+    create.add_argument(
+        "--image-root",
+        type=Path,
+        default=None,
+        help="the folder the table's image paths are under (default: the table's own)",
     )
     create.add_argument("--jnd", action="store_true", help="also JND trials")
     create.add_argument("--seed", type=int, default=0)
@@ -89,6 +103,16 @@ def add_commands(commands) -> None:
     )
     _add_campaign(export)
     _add_out(export, "CSV file to write (default: standard output)")
+
+    release = options.command(
+        actions,
+        "release",
+        _release,
+        "give a participant's unanswered trials back to the pool",
+        "Give the unanswered trials of a participant who returned the study back to the pool.",
+    )
+    _add_campaign(release)
+    release.add_argument("worker", help="the participant id who returned the study")
 
     imported = options.command(
         actions,
@@ -171,6 +195,8 @@ def _create(args) -> int:
         jnd=args.jnd,
         seed=args.seed,
         completion_url=args.completion_url,
+        image_root=args.image_root,
+        time_limit_minutes=args.time_limit,
     )
     print(
         f"campaign {args.campaign}: {len(table)} triplets; admin token "
@@ -216,6 +242,14 @@ def _export(args) -> int:
     from .campaign import CampaignStore
 
     CampaignStore(args.campaign).votes().to_csv(args.out or sys.stdout, index=False)
+    return 0
+
+
+def _release(args) -> int:
+    from .campaign import CampaignStore
+
+    freed = CampaignStore(args.campaign).release(args.worker)
+    print(f"released {args.worker}: {freed} unanswered trial(s) back in the pool")
     return 0
 
 

@@ -149,7 +149,7 @@ def test_a_command_group_plugs_in_through_the_entry_point_group(tmp_path):
 
 def test_annotate_actions_take_only_their_own_options(capsys):
     parser = build_parser()
-    for action in ("create", "serve", "status", "plan", "export", "import", "aggregate"):
+    for action in ("create", "serve", "status", "plan", "export", "release", "import", "aggregate"):
         with pytest.raises(SystemExit) as done:
             parser.parse_args(["annotate", action, "--help"])
         assert done.value.code == 0
