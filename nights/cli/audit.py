@@ -60,129 +60,36 @@ def add_commands(commands) -> None:
     options.add_quiet(parser)
 
 
-def _ensemble_weights_present() -> bool:
-    try:
-        from dreamsim.errors import DreamSimError
-        from dreamsim.variants import VARIANTS
-        from dreamsim.weights import checkpoint_folder
-    except ImportError:
-        return False
-    try:
-        checkpoint_folder(VARIANTS["ensemble"], None, download=False, verify=False)
-    except DreamSimError:
-        return False
-    return True
-
-
 def _audit(args) -> int:
-    import os
-
-    import pandas as pd
     import torch
 
-    from ..audit import (
-        agreement_table,
-        audit_frame,
-        jnd_scores,
-        score_table,
-        summarize,
-        write_outputs,
+    from ..audit import agreement_table, run_audit
+
+    result = run_audit(
+        args.metric,
+        root=args.root,
+        split=args.split,
+        variant=args.variant,
+        min_votes=args.min_votes,
+        limit=args.limit,
+        out=args.out,
+        jnd=args.jnd,
+        cache=args.cache,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        dtype={"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype],
+        progress=options.progress(args),
     )
-    from ..metrics import EmbeddingMetric, get_metric
-    from ..score_cache import ScoreCache
-    from ..table import load_jnd, load_nights, release_or_sample
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        backend = "nccl" if args.device and args.device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend)
-    root = release_or_sample(args.root)
-    names = args.metric or (["dreamsim"] if _ensemble_weights_present() else ["psnr", "ssim"])
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    device = args.device
-    if device is None and world > 1 and torch.cuda.is_available():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    metrics = [get_metric(name, device=device, dtype=dtype) for name in names]
-    progress = options.progress(args) and rank == 0
-    tables = {}
-    for metric in metrics:
-        size = 224 if isinstance(metric, EmbeddingMetric) else None
-        if size not in tables:
-            table = load_nights(
-                args.split,
-                root=root,
-                variant=args.variant,
-                min_votes=args.min_votes,
-                image_size=size,
-                images="path",
-                progress=progress,
-            )
-            tables[size] = table.select(range(min(args.limit, len(table)))) if args.limit else table
-    cache = ScoreCache(args.cache)
-    scores = []
-    for metric in metrics:
-        table = tables[224 if isinstance(metric, EmbeddingMetric) else None]
-        if world > 1:
-            from datasets.distributed import split_dataset_by_node
-
-            table = split_dataset_by_node(table, rank=rank, world_size=world)
-        scores.append(
-            score_table(
-                table,
-                [metric],
-                cache=cache,
-                batch_size=args.batch_size,
-                num_workers=args.num_workers,
-                progress=progress,
-            )
-        )
-    scores = pd.concat(scores, ignore_index=True)
-    out = args.out or Path("nights-audit") / args.split
-    if world > 1:
-        parts = out / "parts"
-        parts.mkdir(parents=True, exist_ok=True)
-        scores.to_parquet(parts / f"scores-rank{rank:03d}.parquet", index=False)
-        torch.distributed.barrier()
-        if rank != 0:
-            torch.distributed.destroy_process_group()
-            return 0
-        scores = pd.concat(
-            [pd.read_parquet(parts / f"scores-rank{r:03d}.parquet") for r in range(world)],
-            ignore_index=True,
-        )
-    reference = next(iter(tables.values()))
-    order = {identifier: index for index, identifier in enumerate(reference["id"])}
-    metric_order = {metric.name: index for index, metric in enumerate(metrics)}
-    scores = scores.sort_values(
-        by=["metric", "id"],
-        key=lambda column: column.map(metric_order if column.name == "metric" else order),
-    ).reset_index(drop=True)
-    jnd = None
-    if args.jnd:
-        jnd = jnd_scores(
-            load_jnd(root, progress=progress),
-            metrics,
-            cache=cache,
-            batch_size=args.batch_size,
-            progress=progress,
-        )
-    audit = audit_frame(scores, reference)
-    summary = summarize(audit, jnd=jnd)
-    for metric in metrics:
-        summary["metrics"][metric.name]["cache_id"] = metric.cache_id
-    summary["source"] = {
-        "root": str(root),
-        "split": args.split,
-        "min_votes": args.min_votes,
-        "limit": args.limit,
-        "processes": world,
+    if not result.main_process:
+        return 0
+    print(agreement_table(result.summary))
+    jnd = {
+        name: entry["jnd_average_precision"]
+        for name, entry in result.summary["metrics"].items()
+        if "jnd_average_precision" in entry
     }
-    paths = write_outputs(out, audit, summary, tables.get(None, reference))
-    print(agreement_table(summary))
     if jnd:
         print("JND average precision: " + ", ".join(f"{k} {v:.3f}" for k, v in jnd.items()))
-    print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    print("wrote " + ", ".join(str(path) for path in result.paths.values()))
     return 0
