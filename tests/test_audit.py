@@ -54,6 +54,30 @@ def test_bootstrap_interval_brackets_the_mean():
     assert all(math.isnan(v) for v in bootstrap_interval([]))
 
 
+def test_bootstrap_in_chunks_draws_as_if_all_at_once(monkeypatch):
+    values = np.random.default_rng(2).random(3001)
+    indices = np.random.default_rng(0).integers(0, len(values), size=(500, len(values)))
+    means = values[indices].mean(axis=1)
+    expected = (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
+    monkeypatch.setattr("nights.audit.stats.BOOTSTRAP_DRAWS", 7 * len(values) + 5)
+    assert bootstrap_interval(values, rounds=500) == expected  # 72 chunks of 7 rounds, then 3
+
+
+def test_bootstrap_at_100k_triplets_needs_under_200_mb():
+    code = (
+        "import numpy as np, pathlib; from nights.audit.stats import bootstrap_interval\n"
+        "def peak():\n"
+        "    status = pathlib.Path('/proc/self/status').read_text().splitlines()\n"
+        "    return next(int(l.split()[1]) for l in status if l.startswith('VmHWM:')) / 1e3\n"
+        "values = np.random.default_rng(3).random(100_000)\n"
+        "before = peak(); bootstrap_interval(values, rounds=1000); print(peak() - before)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert float(result.stdout) < 200  # MB; 1.5 GB with all rounds drawn at once
+
+
 def test_jnd_average_precision_by_hand():
     # sorted by distance: same, different, same, different -> P at recall steps: 1, 2/3
     distances = [0.1, 0.2, 0.3, 0.4]
