@@ -29,9 +29,9 @@ from nights.audit.stats import (  # noqa: E402
 from nights.cli import main  # noqa: E402
 from nights.metrics import EmbeddingMetric, PairMetric, get_metric  # noqa: E402
 from nights.score_cache import ScoreCache  # noqa: E402
-from nights.testing import free_port  # noqa: E402
 
 from .dreamsim_checkpoints import write_release  # noqa: E402
+from .servers import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

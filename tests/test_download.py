@@ -21,9 +21,10 @@ from nights import DownloadError, IntegrityError, load_nights, make_synthetic_ni
 from nights.cli import main
 from nights.download import STATE_DIR, check_manifest, download, read_manifest
 from nights.remote_zip import RemoteZip, group_members
-from nights.testing import Fault, ReleaseServer, make_release_archives
 from nights.transfer import HttpClient, RetryPolicy
 from nights.verify import verify_folder
+
+from .servers import Fault, ReleaseServer, make_release_archives
 
 
 @pytest.fixture(scope="module")
