@@ -7,10 +7,23 @@ collection policies (:mod:`annotation.policies`), aggregation on crowd-kit
 ``nights`` for the table, image checks, errors and ``write_split`` only.
 """
 
+import importlib
+
 from .aggregate import aggregate, krippendorff_alpha, merge_into_split, vote_counts, worker_quality
 from .errors import AnnotationError, CampaignError, ParticipantError, VoteImportError
-from .importers import VOTE_COLUMNS, read_votes
-from .policies import POLICIES, BetaBinomialStop, NightsScheme, TargetVotes, make_policy, plan
+
+# Loaded when first asked for: they import pandas, and `nights --help` imports annotation.cli
+# (so this package) to list `nights annotate`.
+_LAZY = {
+    "VOTE_COLUMNS": "importers",
+    "read_votes": "importers",
+    "POLICIES": "policies",
+    "BetaBinomialStop": "policies",
+    "NightsScheme": "policies",
+    "TargetVotes": "policies",
+    "make_policy": "policies",
+    "plan": "policies",
+}
 
 __all__ = [
     "POLICIES",
@@ -31,3 +44,15 @@ __all__ = [
     "vote_counts",
     "worker_quality",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'annotation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

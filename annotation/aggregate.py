@@ -12,14 +12,18 @@ Example::
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # loaded by the functions: `nights --help` imports this package
+    import pandas as pd
 
 METHODS = ("majority", "dawid_skene", "glad")
 
 
 def vote_counts(votes: pd.DataFrame) -> pd.DataFrame:
     """Per task: ``votes``, ``left_vote``, ``right_vote`` (fractions of the stored sides)."""
+    import pandas as pd
+
     counts = votes.groupby(["task", "label"]).size().unstack(fill_value=0)
     for side in ("left", "right"):
         if side not in counts:
@@ -37,6 +41,8 @@ def vote_counts(votes: pd.DataFrame) -> pd.DataFrame:
 def aggregate(votes: pd.DataFrame, method: str = "majority", n_iter: int = 100) -> pd.DataFrame:
     """Per task: the raw counts (:func:`vote_counts`) and the method's ``p_right`` and
     ``label`` (majority vote, Dawid-Skene or GLAD from crowd-kit)."""
+    import numpy as np
+    import pandas as pd
     from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
 
     if method not in METHODS:
@@ -90,6 +96,9 @@ def worker_quality(
     speeder when their median time is under ``min_rt_ms``: the server's time when the votes
     have it (a client can report any ``rt_ms``), the reported one otherwise.
     """
+    import numpy as np
+    import pandas as pd
+
     kind = votes["kind"] if "kind" in votes else pd.Series("2afc", index=votes.index)
     if "expected" in votes and (kind == "sentinel").any():
         checks = votes[kind == "sentinel"]
@@ -130,6 +139,9 @@ def worker_quality(
 
 
 def _median(answers: pd.DataFrame, column: str) -> float:
+    import numpy as np
+    import pandas as pd
+
     values = pd.to_numeric(answers[column], errors="coerce")
     return float(values.median()) if values.notna().any() else np.nan
 

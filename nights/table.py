@@ -41,7 +41,16 @@ from . import _paths
 from ._files import exclusive_lock, file_sha256
 from .errors import DatasetNotFoundError, IntegrityError, NightsError
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
-from .schema import SPLITS, read_data_csv, read_jnd_csv, read_raw_csv, split_mask
+from .schema import (
+    IMAGE_COLUMNS,
+    JND_IMAGE_COLUMNS,
+    SPLITS,
+    arrow_features,
+    read_data_csv,
+    read_jnd_csv,
+    read_raw_csv,
+    split_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +74,7 @@ class Source:
 
     @property
     def image_columns(self) -> tuple[str, ...]:
-        return ("ref", "distort") if self.variant == "jnd" else ("ref", "left", "right")
+        return JND_IMAGE_COLUMNS if self.variant == "jnd" else IMAGE_COLUMNS
 
 
 def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> Source:
@@ -126,38 +135,6 @@ def read_source_csv(source: Source) -> pd.DataFrame:
     """The validated CSV of a source, with the reader its variant needs."""
     reader = {"nights": read_data_csv, "unfiltered": read_raw_csv, "jnd": read_jnd_csv}
     return reader[source.variant](source.csv_path)
-
-
-def _features(source: Source, frame: pd.DataFrame):
-    from datasets import Features, Image, Value
-
-    images = {name: Image() for name in source.image_columns}
-    if source.variant == "jnd":
-        fields = {
-            "id": Value("int64"),
-            **images,
-            "same": Value("float64"),
-            "votes": Value("int64"),
-            "ref_path": Value("string"),
-            "distort_path": Value("string"),
-        }
-    else:
-        fields = {
-            "id": Value("int64"),
-            **images,
-            "left_vote": Value("float64"),
-            "right_vote": Value("float64"),
-            "votes": Value("int64"),
-            "split": Value("string"),
-            "is_imagenet": Value("bool"),
-            "prompt": Value("string"),
-            "ref_path": Value("string"),
-            "left_path": Value("string"),
-            "right_path": Value("string"),
-        }
-    for name in frame.columns:
-        fields.setdefault(name, Value("string"))
-    return Features(fields)
 
 
 def _check_all_images(source: Source, frame: pd.DataFrame, progress: bool | None) -> None:
@@ -325,7 +302,7 @@ def build_table(
         partial.mkdir(parents=True, exist_ok=True)
         frame = read_source_csv(source)
         _check_all_images(source, frame, progress)
-        features = _features(source, frame)
+        features = arrow_features(source.variant, frame.columns)
         started = time.time()
         _write_shards(source, options, frame, features, partial, progress, jobs)
         meta = {

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .schema import IMAGE_COLUMNS as SLICES
 from .table import table_meta
 from .votes import votes_frame
 
-SLICES = ("ref", "left", "right")
 LOW_VOTES = 6
 
 

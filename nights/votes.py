@@ -26,16 +26,15 @@ import pandas as pd
 import pyarrow as pa
 
 from .errors import IntegrityError, NightsError
-from .schema import DATA_CSV_COLUMNS
+from .schema import DATA_CSV_COLUMNS, VOTE_COLUMNS
 from .table import table_meta, with_step
 
-_VOTE_COLUMNS = ("id", "left_vote", "right_vote", "votes", "split", "is_imagenet", "prompt")
 GROUPINGS = ("split", "votes", "prompt", "is_imagenet")
 
 
 def votes_frame(table) -> pd.DataFrame:
     """The non-image columns of a table as a DataFrame (no image is read)."""
-    return table.select_columns([c for c in _VOTE_COLUMNS if c in table.column_names]).to_pandas()
+    return table.select_columns([c for c in VOTE_COLUMNS if c in table.column_names]).to_pandas()
 
 
 def agreement_stats(table, by: str | None = "split") -> pd.DataFrame:

@@ -20,7 +20,7 @@ From the shell: ``nights audit`` or ``python scripts/audit_agreement.py``.
 
 from .report import write_outputs, write_report
 from .run import AuditResult, run_audit
-from .scoring import IMAGE_COLUMNS, TableImages, jnd_scores, pair_distances, score_table
+from .scoring import TableImages, jnd_scores, pair_distances, score_table
 from .stats import (
     LABEL_NOISE_MARGIN,
     agreement_table,
@@ -34,7 +34,6 @@ from .stats import (
 )
 
 __all__ = [
-    "IMAGE_COLUMNS",
     "LABEL_NOISE_MARGIN",
     "AuditResult",
     "TableImages",

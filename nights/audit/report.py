@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..images import open_rgb
-from .scoring import IMAGE_COLUMNS
+from ..schema import IMAGE_COLUMNS
 from .stats import agreement_table
 
 

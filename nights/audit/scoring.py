@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from ..images import open_rgb, resize_like_dreamsim
 from ..metrics import EmbeddingMetric, Metric, PairMetric, batch_size_for
+from ..schema import IMAGE_COLUMNS
 from ..score_cache import ScoreCache, content_key
 from .stats import jnd_average_precision
 
-IMAGE_COLUMNS = ("ref", "left", "right")
 CHUNK_ROWS = 4096  # rows scored at a time: memory stays flat however long the table is
 
 
