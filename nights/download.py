@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -33,10 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
-
 from . import _paths
-from ._files import file_sha256, write_json_atomic
+from ._files import file_lock, file_sha256, write_atomic
+from ._progress import progress_bar
 from .errors import DownloadError, IntegrityError
 from .releases import CSV_IN_FULL_ZIP, FULL_ZIP, RELEASES, ReleaseFile, file_url
 from .remote_zip import RemoteZip
@@ -89,26 +87,25 @@ def _human(size: int | None) -> str:
 
 @contextlib.contextmanager
 def _exclusive(root: Path) -> Iterator[None]:
+    """One download at a time in ``root``: a second one stops at once, naming the first."""
+    from filelock import Timeout
+
     state = root / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise DownloadError(
-                f"another download is running in {root} "
-                f"({handle.read().strip() or 'pid unknown'}); wait for it "
-                "or stop it, then run again"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = file_lock(state / "lock", wait=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = state / "owner"
+        raise DownloadError(
+            f"another download is running in {root} "
+            f"({owner.read_text().strip() if owner.is_file() else 'pid unknown'}); wait for "
+            "it or stop it, then run again"
+        ) from None
+    try:
+        write_atomic(state / "owner", f"pid {os.getpid()}")
+        yield
+    finally:
+        lock.release()
 
 
 def _record_path(root: Path, name: str) -> Path:
@@ -118,10 +115,8 @@ def _record_path(root: Path, name: str) -> Path:
 def _write_record(root: Path, name: str, source: str, files: dict[str, dict], **extra) -> None:
     """Records what one unit of work produced; ``sequence`` orders records that overlap
     (``nights/data.csv`` is rewritten by subset downloads)."""
-    write_json_atomic(
-        _record_path(root, name),
-        {"source": source, "files": files, "sequence": time.time_ns(), **extra},
-    )
+    record = {"source": source, "files": files, "sequence": time.time_ns(), **extra}
+    write_atomic(_record_path(root, name), json.dumps(record, indent=1, sort_keys=True))
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, dict]:
@@ -152,20 +147,14 @@ def check_manifest(root: str | os.PathLike, checksums: bool = True) -> list[str]
 
 
 def _place(data_or_path: bytes | Path, target: Path) -> dict:
-    """Writes bytes or moves a finished file to ``target`` atomically; returns its record."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Writes bytes, or moves a finished file, to ``target`` atomically; returns its record."""
     if isinstance(data_or_path, bytes):
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        temporary.write_bytes(data_or_path)
-        digest, size = hashlib.sha256(data_or_path).hexdigest(), len(data_or_path)
-    else:
-        temporary, digest, size = (
-            data_or_path,
-            file_sha256(data_or_path),
-            data_or_path.stat().st_size,
-        )
-    os.replace(temporary, target)
-    return {"sha256": digest, "size": size}
+        write_atomic(target, data_or_path)
+        return {"sha256": hashlib.sha256(data_or_path).hexdigest(), "size": len(data_or_path)}
+    record = {"sha256": file_sha256(data_or_path), "size": data_or_path.stat().st_size}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(data_or_path, target)
+    return record
 
 
 def _safe_member_path(name: str, target_folder: str, archive: str) -> str | None:
@@ -344,13 +333,13 @@ def _download_release(client, variant, root, jobs, base, dry_run, keep_archives,
     # split into ranges (8 MB at least), all within the client's cap of `jobs` connections.
     order = sorted(zip(todo, infos), key=lambda pair: -(pair[1].size or 0))
     with (
-        tqdm(
+        progress_bar(
             total=report.bytes_to_fetch,
+            progress=progress,
             unit="B",
             unit_scale=True,
             unit_divisor=1024,
             desc=f"nights {variant}",
-            disable=None if progress is None else not progress,
             smoothing=0.1,
         ) as bar,
         ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool,
@@ -434,13 +423,13 @@ def _download_subset(client, variant, root, split, ids, jobs, base, dry_run, pro
         return report
     _check_space(root, member_bytes)
     records = {}
-    with tqdm(
+    with progress_bar(
         total=member_bytes,
+        progress=progress,
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
         desc=f"nights {split or 'ids'}",
-        disable=None if progress is None else not progress,
     ) as bar:
         for info, data in remote.iter_members([f"nights/{p}" for p in missing], jobs=jobs):
             records[info.filename] = _place(data, root / info.filename)

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from . import _paths
-from ._files import exclusive_lock, file_sha256
+from ._files import atomic_path, file_lock, file_sha256
+from ._progress import progress_bar
 from .errors import DatasetNotFoundError, IntegrityError, NightsError
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
 from .schema import (
@@ -146,7 +146,7 @@ def _check_all_images(source: Source, frame: pd.DataFrame, progress: bool | None
                 paths,
                 pool.map(
                     lambda rel: check_image(source.image_root / rel, decode=False),
-                    tqdm(paths, desc="checking images", unit="img", disable=_quiet(progress)),
+                    progress_bar(paths, progress=progress, desc="checking images", unit="img"),
                 ),
             )
         )
@@ -172,11 +172,6 @@ def _list_bad_images(source: Source, bad: list[tuple[int, str, str, str]]) -> st
         + more
         + "\nRestore the files (re-run the download, which resumes) and load again."
     )
-
-
-def _quiet(progress: bool | None) -> bool | None:
-    """tqdm's ``disable``: None hides the bar when stderr is not a terminal."""
-    return None if progress is None else not progress
 
 
 def _encode_resized(task: tuple[str, int]) -> bytes | str:
@@ -247,11 +242,13 @@ def _shard_table(
 
 
 def _write_arrow(table: pa.Table, path: Path) -> None:
-    """Atomic: written beside, renamed into place, so a shard that exists is complete."""
-    partial = path.with_suffix(".partial")
-    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    """Atomic: a shard that exists is complete."""
+    with (
+        atomic_path(path) as partial,
+        pa.OSFile(str(partial), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema) as writer,
+    ):
         writer.write_table(table, max_chunksize=100)
-    os.replace(partial, path)
 
 
 @dataclass(frozen=True)
@@ -293,7 +290,7 @@ def build_table(
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
     cache = _paths.table_cache_dir(cache_dir)
     final = cache / f"{source.variant}-{key}"
-    with exclusive_lock(cache / f".{final.name}.lock"):  # one builder per entry
+    with file_lock(cache / f".{final.name}.lock"):  # one builder per entry
         if (final / "meta.json").is_file() and not rebuild:
             return final
         partial = cache / f".{final.name}.partial"
@@ -325,11 +322,8 @@ def _write_shards(source, options, frame, features, partial, progress, jobs) -> 
     starts = range(0, len(frame), _SHARD_ROWS)
     try:
         for number, start in enumerate(
-            tqdm(
-                starts,
-                desc=f"building {source.variant} table",
-                unit="shard",
-                disable=_quiet(progress),
+            progress_bar(
+                starts, progress=progress, desc=f"building {source.variant} table", unit="shard"
             )
         ):
             shard = partial / f"shard-{number:05d}.arrow"

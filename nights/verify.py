@@ -14,8 +14,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
+from ._progress import progress_bar
 from .errors import SchemaError
 from .images import inspect_image
 from .table import Source, read_source_csv, resolve_source
@@ -115,12 +114,7 @@ def verify_folder(
                 paths,
                 pool.map(
                     lambda rel: inspect_image(source.image_root / rel, decode),
-                    tqdm(
-                        paths,
-                        desc="verifying images",
-                        unit="img",
-                        disable=None if progress is None else not progress,
-                    ),
+                    progress_bar(paths, progress=progress, desc="verifying images", unit="img"),
                 ),
             )
         )

@@ -42,3 +42,14 @@ def test_nights_help_loads_no_heavy_library():
 def test_nights_info_loads_no_torch(sample_home):
     loaded = _imported("info", "--root", str(sample_home), "--quiet")
     assert "datasets" in loaded and "torch" not in loaded
+
+
+def test_nights_imports_without_fcntl():
+    """fcntl exists on POSIX only: the lock comes from filelock, imported when a lock is taken."""
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"
+        "import nights.table, nights.download, nights.score_cache, nights.synthetic\n"
+        "print('imported')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "imported", result.stderr

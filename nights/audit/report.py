@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._files import atomic_path, write_atomic
 from ..images import open_rgb
 from ..schema import IMAGE_COLUMNS
 from .stats import agreement_table
@@ -128,7 +129,7 @@ def write_report(path: Path, audit: pd.DataFrame, summary: dict, table, top: int
                 "</div>"
             )
     parts.append("</body></html>")
-    path.write_text("\n".join(parts), encoding="utf-8")
+    write_atomic(path, "\n".join(parts))
 
 
 def write_outputs(
@@ -137,10 +138,10 @@ def write_outputs(
     """Writes ``audit.parquet`` (per triplet and metric), ``summary.json``,
     ``label_noise_candidates.csv`` (ranked; when the table has votes) and, with ``report``,
     ``report.html``; returns the paths written, by kind."""
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"parquet": out / "audit.parquet", "json": out / "summary.json"}
-    audit.to_parquet(paths["parquet"], index=False)
-    paths["json"].write_text(json.dumps(summary, indent=2, default=float))
+    with atomic_path(paths["parquet"]) as temporary:
+        audit.to_parquet(temporary, index=False)
+    write_atomic(paths["json"], json.dumps(summary, indent=2, default=float))
     if report:
         paths["html"] = out / "report.html"
         write_report(paths["html"], audit, summary, table)
@@ -149,5 +150,5 @@ def write_outputs(
         flagged = audit[audit["label_noise_candidate"]].sort_values(
             "normalized_margin", ascending=False
         )
-        flagged.to_csv(paths["candidates"], index=False)
+        write_atomic(paths["candidates"], flagged.to_csv(index=False))
     return paths

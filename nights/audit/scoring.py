@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..images import open_rgb, resize_like_dreamsim
 from ..metrics import EmbeddingMetric, Metric, PairMetric, batch_size_for
 from ..schema import IMAGE_COLUMNS
@@ -42,11 +42,8 @@ class TableImages:
         self.rows = table.select_columns(list(columns)).with_format("arrow")
         self.keys: dict[str, list[str]] = {column: [] for column in columns}
         self.where: dict[str, tuple[int, str]] = {}
-        for start in tqdm(
-            range(0, len(table), 256),
-            desc="hashing images",
-            unit="batch",
-            disable=None if progress is None else not progress,
+        for start in progress_bar(
+            range(0, len(table), 256), progress=progress, desc="hashing images", unit="batch"
         ):
             for offset, row in enumerate(self.rows[start : start + 256].to_pylist()):
                 for column in columns:
@@ -85,16 +82,6 @@ def _loader(items: list, fetch, batch_size: int, num_workers: int):
     )
 
 
-def _bar(iterable, description: str, progress: bool | None):
-    return tqdm(
-        iterable,
-        desc=description,
-        unit="batch",
-        leave=False,
-        disable=None if progress is None else not progress,
-    )
-
-
 def _embed_missing(
     metric: EmbeddingMetric,
     images: TableImages,
@@ -111,7 +98,9 @@ def _embed_missing(
     loader = _loader(
         todo, lambda key: (key, images.tensor(key, metric.input_size)), batch_size, num_workers
     )
-    for batch in _bar(loader, f"embedding {len(todo)} images", progress):
+    for batch in progress_bar(
+        loader, progress=progress, desc=f"embedding {len(todo)} images", unit="batch", leave=False
+    ):
         pixels = torch.stack([image for _, image in batch]).float().div_(255)
         cache.put_embeddings(
             metric.cache_id, [key for key, _ in batch], metric.embed(pixels).numpy()
@@ -139,7 +128,9 @@ def _pairs_missing(
         batch_size,
         num_workers,
     )
-    for batch in _bar(loader, f"{len(todo)} pairs", progress):
+    for batch in progress_bar(
+        loader, progress=progress, desc=f"{len(todo)} pairs", unit="batch", leave=False
+    ):
         by_shape: dict[tuple, list] = {}
         for item in batch:  # images of different sizes cannot share a tensor
             by_shape.setdefault((item[1].shape, item[2].shape), []).append(item)
@@ -193,12 +184,7 @@ def pair_distances(
     columns = tuple(dict.fromkeys(c for pair in pairs for c in pair))
     options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
     parts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
-    with tqdm(
-        total=len(table),
-        desc=metric.name,
-        unit="row",
-        disable=None if progress is None else not progress,
-    ) as bar:
+    with progress_bar(total=len(table), progress=progress, desc=metric.name, unit="row") as bar:
         for start in range(0, len(table), CHUNK_ROWS):
             chunk = table.select(range(start, min(start + CHUNK_ROWS, len(table))))
             for pair, values in _chunk_distances(

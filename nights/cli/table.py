@@ -231,6 +231,7 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
+    from .._files import write_atomic
     from ..verify import verify_folder
 
     report = verify_folder(
@@ -242,6 +243,6 @@ def _verify(args) -> int:
     )
     print(report.summary())
     if args.report:
-        args.report.write_text(json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
+        write_atomic(args.report, json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
         print(f"report written to {args.report}")
     return 0 if report.ok else 1
