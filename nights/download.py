@@ -207,12 +207,39 @@ def _extract(archive: Path, target_folder: str, root: Path, what: str) -> dict[s
     return records
 
 
+@dataclass(frozen=True)
+class _Session:
+    """What every step of one :func:`download` call shares."""
+
+    client: HttpClient
+    root: Path
+    jobs: int
+    base_url: str | None
+    dry_run: bool
+    progress: bool | None
+
+    def url(self, release_path: str) -> str:
+        return file_url(release_path, self.base_url)
+
+    def bytes_bar(self, total: int, description: str, **options):
+        """A progress bar counting bytes, with rate and ETA."""
+        return progress_bar(
+            total=total,
+            progress=self.progress,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=description,
+            **options,
+        )
+
+
 # -- whole releases --
 
 
-def _probe(client: HttpClient, files: list[ReleaseFile], base: str | None, jobs: int):
-    with ThreadPoolExecutor(jobs) as pool:
-        return list(pool.map(lambda f: client.info(file_url(f.path, base), f.path), files))
+def _probe(session: _Session, files: list[ReleaseFile]) -> list[RemoteInfo]:
+    with ThreadPoolExecutor(session.jobs) as pool:
+        return list(pool.map(lambda f: session.client.info(session.url(f.path), f.path), files))
 
 
 def _check_space(root: Path, needed: int) -> None:
@@ -226,18 +253,18 @@ def _check_space(root: Path, needed: int) -> None:
 
 
 def _fetch_unit(
-    client,
-    release_file: ReleaseFile,
-    info: RemoteInfo,
-    root: Path,
-    segments: int,
-    keep_archives: bool,
-    bar,
+    session: _Session, release_file: ReleaseFile, info: RemoteInfo, keep_archives: bool, bar
 ) -> int:
     """Downloads one release file, extracts it when it is an archive, records the result."""
+    root = session.root
     staging = root / STATE_DIR / "files" / release_file.name
     fetched = FileDownload(
-        client, info.url, staging, release_file.path, segments=segments, on_bytes=bar.update
+        session.client,
+        info.url,
+        staging,
+        release_file.path,
+        segments=session.jobs,
+        on_bytes=bar.update,
     ).run(info)
     if release_file.is_archive:
         records = _extract(fetched, release_file.target, root, release_file.path)
@@ -249,11 +276,12 @@ def _fetch_unit(
     return len(records)
 
 
-def _fetch_csv_from_full_zip(client: HttpClient, root: Path, base: str | None) -> int:
+def _fetch_csv_from_full_zip(session: _Session) -> int:
     """data.csv out of nights.zip by Range requests (the chunked release lacks it)."""
-    remote = RemoteZip(client, file_url(FULL_ZIP, base), FULL_ZIP)
-    record = _place(remote.read(CSV_IN_FULL_ZIP), root / "nights" / "data.csv")
-    _write_record(root, "data.csv", f"{remote.url}#{CSV_IN_FULL_ZIP}", {"nights/data.csv": record})
+    remote = RemoteZip(session.client, session.url(FULL_ZIP), FULL_ZIP)
+    record = _place(remote.read(CSV_IN_FULL_ZIP), session.root / "nights" / "data.csv")
+    source = f"{remote.url}#{CSV_IN_FULL_ZIP}"
+    _write_record(session.root, "data.csv", source, {"nights/data.csv": record})
     return 1
 
 
@@ -292,29 +320,33 @@ def download(
         raise ValueError(f"variant must be one of {', '.join(RELEASES)}, not {variant!r}")
     root = Path(root).expanduser() if root is not None else _paths.nights_home()
     root.mkdir(parents=True, exist_ok=True)
-    client = client or HttpClient(connections=jobs)
+    session = _Session(
+        client=client or HttpClient(connections=jobs),
+        root=root,
+        jobs=jobs,
+        base_url=base_url,
+        dry_run=dry_run,
+        progress=progress,
+    )
     started = time.monotonic()
     with _exclusive(root):
         if split is not None or ids is not None:
-            report = _download_subset(
-                client, variant, root, split, ids, jobs, base_url, dry_run, progress
-            )
+            report = _download_subset(session, variant, split, ids)
         else:
-            report = _download_release(
-                client, variant, root, jobs, base_url, dry_run, keep_archives, progress
-            )
-    report.bytes_received = client.bytes_received
+            report = _download_release(session, variant, keep_archives)
+    report.bytes_received = session.client.bytes_received
     report.seconds = 0.0 if dry_run else time.monotonic() - started
     return report
 
 
-def _download_release(client, variant, root, jobs, base, dry_run, keep_archives, progress):
+def _download_release(session: _Session, variant: str, keep_archives: bool) -> DownloadReport:
+    root, client, jobs = session.root, session.client, session.jobs
     release = RELEASES[variant]
     report = DownloadReport(variant, root)
     todo = [f for f in release.files if not _record_path(root, f.name).exists()]
     for done in (f for f in release.files if f not in todo):
         report.planned.append((done.path, None, "done"))
-    infos = _probe(client, todo, base, jobs) if todo else []
+    infos = _probe(session, todo) if todo else []
     unpack = 0
     for release_file, info in zip(todo, infos):
         staging = root / STATE_DIR / "files" / release_file.name
@@ -326,31 +358,22 @@ def _download_release(client, variant, root, jobs, base, dry_run, keep_archives,
     needs_csv = variant in ("chunked", "csv") and not _record_path(root, "data.csv").exists()
     if needs_csv:
         report.planned.append((f"{FULL_ZIP}#{CSV_IN_FULL_ZIP}", None, "fetch"))
-    if dry_run:
+    if session.dry_run:
         return report
     _check_space(root, report.bytes_to_fetch + unpack)
     # Largest first, so that no big file starts last and finishes alone; each file may also be
     # split into ranges (8 MB at least), all within the client's cap of `jobs` connections.
     order = sorted(zip(todo, infos), key=lambda pair: -(pair[1].size or 0))
     with (
-        progress_bar(
-            total=report.bytes_to_fetch,
-            progress=progress,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"nights {variant}",
-            smoothing=0.1,
-        ) as bar,
+        session.bytes_bar(report.bytes_to_fetch, f"nights {variant}", smoothing=0.1) as bar,
         ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool,
     ):
         futures = [
-            pool.submit(_fetch_unit, client, f, info, root, jobs, keep_archives, bar)
-            for f, info in order
+            pool.submit(_fetch_unit, session, f, info, keep_archives, bar) for f, info in order
         ]
         report.files_produced = sum(future.result() for future in futures)
     if needs_csv:
-        report.files_produced += _fetch_csv_from_full_zip(client, root, base)
+        report.files_produced += _fetch_csv_from_full_zip(session)
     return report
 
 
@@ -387,13 +410,16 @@ def _subset_csv(full_csv: Path, frame, nights: Path) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def _download_subset(client, variant, root, split, ids, jobs, base, dry_run, progress):
+def _download_subset(
+    session: _Session, variant: str, split: str | None, ids: list[int] | None
+) -> DownloadReport:
+    root = session.root
     if variant not in ("full", "chunked", "csv"):
         raise DownloadError(
             f"--split/--ids fetch images of the 20k release out of {FULL_ZIP}; "
             f"the {variant} release cannot be fetched in part"
         )
-    remote = RemoteZip(client, file_url(FULL_ZIP, base), FULL_ZIP)
+    remote = RemoteZip(session.client, session.url(FULL_ZIP), FULL_ZIP)
     full_csv = root / STATE_DIR / "data.csv"
     _place(remote.read(CSV_IN_FULL_ZIP), full_csv)
     frame = read_data_csv(full_csv)
@@ -419,19 +445,13 @@ def _download_subset(client, variant, root, split, ids, jobs, base, dry_run, pro
         )
     )
     report.bytes_to_fetch = member_bytes
-    if dry_run:
+    if session.dry_run:
         return report
     _check_space(root, member_bytes)
     records = {}
-    with progress_bar(
-        total=member_bytes,
-        progress=progress,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=f"nights {split or 'ids'}",
-    ) as bar:
-        for info, data in remote.iter_members([f"nights/{p}" for p in missing], jobs=jobs):
+    with session.bytes_bar(member_bytes, f"nights {split or 'ids'}") as bar:
+        members = [f"nights/{p}" for p in missing]
+        for info, data in remote.iter_members(members, jobs=session.jobs):
             records[info.filename] = _place(data, root / info.filename)
             bar.update(info.compress_size)
     records["nights/data.csv"] = _place(_subset_csv(full_csv, frame, nights), nights / "data.csv")

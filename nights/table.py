@@ -183,12 +183,27 @@ def _encode_resized(task: tuple[str, int]) -> bytes | str:
         return f"cannot be decoded ({error})"
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a table stores its images: ``images`` ``"path"`` or ``"bytes"``, ``image_size`` a
+    pre-resized copy (see the module's docstring); part of the cache key."""
+
+    images: str = "path"
+    image_size: int | None = None
+
+    def validate(self) -> None:
+        if self.images not in ("path", "bytes"):
+            raise ValueError(f"images must be 'path' or 'bytes', not {self.images!r}")
+        if self.image_size is not None and not 8 <= self.image_size <= 4096:
+            raise ValueError(f"image_size must be between 8 and 4096, not {self.image_size}")
+
+
 class _ImageEncoder:
     """Turns relative image paths into ``datasets.Image`` storage for one storage mode."""
 
-    def __init__(self, source: Source, images: str, image_size: int | None, jobs: int):
-        self.source, self.images, self.image_size = source, images, image_size
-        self.pool = ProcessPoolExecutor(jobs) if image_size and jobs > 1 else None
+    def __init__(self, source: Source, options: BuildOptions, jobs: int):
+        self.source, self.images, self.image_size = source, options.images, options.image_size
+        self.pool = ProcessPoolExecutor(jobs) if self.image_size and jobs > 1 else None
 
     def close(self) -> None:
         if self.pool:
@@ -218,12 +233,11 @@ class _ImageEncoder:
         return {rel: {"bytes": None, "path": path} for rel, path in zip(unique, absolute)}
 
 
-def _shard_table(
-    frame: pd.DataFrame, features, source: Source, encoder: _ImageEncoder, failures: list
-) -> pa.Table | None:
+def _shard_table(frame: pd.DataFrame, features, encoder: _ImageEncoder, failures: list) -> pa.Table:
+    """The Arrow rows of ``frame``; images that fail are appended to ``failures``."""
     columns = {}
     for name in features:
-        if name in source.image_columns:
+        if name in encoder.source.image_columns:
             encoded = encoder.encode(frame[f"{name}_path"].tolist())
             for row_id, rel in zip(frame["id"], frame[f"{name}_path"]):
                 if isinstance(encoded[rel], str):
@@ -249,18 +263,6 @@ def _write_arrow(table: pa.Table, path: Path) -> None:
         pa.ipc.new_stream(sink, table.schema) as writer,
     ):
         writer.write_table(table, max_chunksize=100)
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    images: str = "path"
-    image_size: int | None = None
-
-    def validate(self) -> None:
-        if self.images not in ("path", "bytes"):
-            raise ValueError(f"images must be 'path' or 'bytes', not {self.images!r}")
-        if self.image_size is not None and not 8 <= self.image_size <= 4096:
-            raise ValueError(f"image_size must be between 8 and 4096, not {self.image_size}")
 
 
 def build_table(
@@ -299,9 +301,8 @@ def build_table(
         partial.mkdir(parents=True, exist_ok=True)
         frame = read_source_csv(source)
         _check_all_images(source, frame, progress)
-        features = arrow_features(source.variant, frame.columns)
         started = time.time()
-        _write_shards(source, options, frame, features, partial, progress, jobs)
+        _write_shards(source, frame, partial, options=options, progress=progress, jobs=jobs)
         meta = {
             **key_fields,
             "csv_path": str(source.csv_path),
@@ -316,8 +317,18 @@ def build_table(
         return final
 
 
-def _write_shards(source, options, frame, features, partial, progress, jobs) -> None:
-    encoder = _ImageEncoder(source, options.images, options.image_size, jobs or os.cpu_count() or 1)
+def _write_shards(
+    source: Source,
+    frame: pd.DataFrame,
+    folder: Path,
+    *,
+    options: BuildOptions,
+    progress: bool | None,
+    jobs: int | None,
+) -> None:
+    """Writes the shards of ``frame`` that ``folder`` lacks (an interrupted build resumes)."""
+    features = arrow_features(source.variant, frame.columns)
+    encoder = _ImageEncoder(source, options, jobs or os.cpu_count() or 1)
     failures: list = []
     starts = range(0, len(frame), _SHARD_ROWS)
     try:
@@ -326,12 +337,12 @@ def _write_shards(source, options, frame, features, partial, progress, jobs) -> 
                 starts, progress=progress, desc=f"building {source.variant} table", unit="shard"
             )
         ):
-            shard = partial / f"shard-{number:05d}.arrow"
+            shard = folder / f"shard-{number:05d}.arrow"
             if shard.exists():  # finished by an earlier, interrupted build
                 continue
             before = len(failures)
             table = _shard_table(
-                frame.iloc[start : start + _SHARD_ROWS], features, source, encoder, failures
+                frame.iloc[start : start + _SHARD_ROWS], features, encoder, failures
             )
             if len(failures) == before:
                 _write_arrow(table, shard)
@@ -468,7 +479,8 @@ def load_nights(
             progress=progress,
         )
         source = resolve_source(root, variant)
-    table = _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs)
+    build = {"cache_dir": cache_dir, "rebuild": rebuild, "progress": progress, "jobs": jobs}
+    table = open_table(build_table(source, BuildOptions(images, image_size), **build))
     if split is None:
         from datasets import DatasetDict
 
@@ -495,18 +507,7 @@ def load_jnd(
     ``NIGHTS_HOME``-like folder holding ``jnd_votes.csv`` and ``nights/``, or the ``nights/``
     folder with ``jnd_votes.csv`` inside or beside it. Other arguments as :func:`load_nights`.
     """
-    source = resolve_source(root, "jnd")
-    return _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs)
-
-
-def _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs):
-    """The built (or cached) table of ``source``, memory-mapped."""
-    folder = build_table(
-        source,
-        BuildOptions(images, image_size),
-        cache_dir=cache_dir,
-        rebuild=rebuild,
-        progress=progress,
-        jobs=jobs,
+    build = {"cache_dir": cache_dir, "rebuild": rebuild, "progress": progress, "jobs": jobs}
+    return open_table(
+        build_table(resolve_source(root, "jnd"), BuildOptions(images, image_size), **build)
     )
-    return open_table(folder)
