@@ -9,8 +9,8 @@ the columns they do not, and fail with the list of columns found when a required
 Example::
 
     >>> from nights.schema import read_data_csv
-    >>> frame = read_data_csv("nights/data.csv")          # doctest: +SKIP
-    >>> frame.dtypes["is_imagenet"], frame.dtypes["left_vote"]  # doctest: +SKIP
+    >>> frame = read_data_csv(sample_root / "nights" / "data.csv")
+    >>> frame.dtypes["is_imagenet"], frame.dtypes["left_vote"]
     (dtype('bool'), dtype('float64'))
 """
 

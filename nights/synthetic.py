@@ -17,7 +17,9 @@ Layout written under ``out`` (the same as ``NIGHTS_HOME`` after downloading)::
 Example::
 
     >>> from nights.synthetic import make_synthetic_nights
-    >>> home = make_synthetic_nights("/tmp/sample", n_triplets=60, image_size=64)  # doctest: +SKIP
+    >>> home = make_synthetic_nights(scratch / "sample", n_triplets=60, image_size=64)
+    >>> sorted(p.name for p in home.iterdir())
+    ['jnd_votes.csv', 'nights', 'nights_unfiltered']
 """
 
 from __future__ import annotations

@@ -459,9 +459,9 @@ def load_nights(
     Example::
 
         >>> from nights import load_nights
-        >>> test = load_nights(split="test", root="~/data/nights")   # doctest: +SKIP
-        >>> row = test[0]; row["ref"].size, row["right_vote"]        # doctest: +SKIP
-        ((768, 768), 1.0)
+        >>> test = load_nights(split="test", root=sample_root)
+        >>> row = test[0]; row["ref"].size, row["left_vote"] + row["right_vote"]
+        ((48, 48), 1.0)
     """
     if variant == "jnd":
         raise ValueError("use load_jnd() for the JND votes")

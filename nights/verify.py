@@ -3,8 +3,16 @@
 Example::
 
     >>> from nights.verify import verify_folder
-    >>> report = verify_folder("~/data/nights")          # doctest: +SKIP
-    >>> report.ok, report.summary()                      # doctest: +SKIP
+    >>> report = verify_folder(sample_root, progress=False)
+    >>> report.ok, report.rows
+    (True, 120)
+    >>> print(report.summary())
+    CSV: .../nights/data.csv
+    images under: .../nights
+    rows: 120
+    images checked: 360 (... MB)
+      360 x 48x48 RGB
+    OK
 """
 
 from __future__ import annotations

@@ -12,12 +12,12 @@ fields in place; a second metric adds its fields beside the first.
 
 FiftyOne is imported here only: ``import nights`` never loads it.
 
-Example::
+Example (it needs FiftyOne's MongoDB, so it is not run with the other examples)::
 
     >>> from nights import load_nights
     >>> from nights.visualize import to_fiftyone
     >>> audit = "nights-audit/test/audit.parquet"
-    >>> dataset = to_fiftyone(load_nights("test"), audit=audit)   # doctest: +SKIP
+    >>> dataset = to_fiftyone(load_nights("test"), audit=audit)  # doctest: +SKIP
 """
 
 from __future__ import annotations

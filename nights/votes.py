@@ -4,10 +4,13 @@ Example::
 
     >>> from nights import load_nights
     >>> from nights.votes import agreement_stats, filter_votes, write_split
-    >>> table = load_nights(split="all", min_votes=None)                    # doctest: +SKIP
-    >>> agreement_stats(table, by="split")                                  # doctest: +SKIP
-    >>> strict = filter_votes(table, min_votes=8)                           # doctest: +SKIP
-    >>> write_split(strict, "nights_min8", format="nights")                 # doctest: +SKIP
+    >>> table = load_nights(split="all", root=sample_root, min_votes=None)
+    >>> list(agreement_stats(table, by="split").index)
+    ['test', 'train', 'val']
+    >>> strict = filter_votes(table, min_votes=8)
+    >>> out = write_split(strict, scratch / "nights_min8", format="nights")
+    >>> list(load_nights("all", root=out, min_votes=None)["id"]) == list(strict["id"])
+    True
 """
 
 from __future__ import annotations
