@@ -156,10 +156,11 @@ def merge_into_split(
     **options,
 ):
     """Writes the triplets of ``per_triplet`` with their new votes as a split (via
-    :func:`nights.votes.write_split`, provenance included). ``table`` is the triplet table the
+    :func:`nights.splits.write_split`, provenance included). ``table`` is the triplet table the
     tasks refer to (``nights.load_nights("all", min_votes=None)``)."""
+    from nights.splits import write_split
     from nights.table import table_meta, with_step
-    from nights.votes import filter_votes, write_split
+    from nights.votes import filter_votes
 
     ids = [int(i) for i in per_triplet.index]
     missing = sorted(set(ids) - set(table["id"]))

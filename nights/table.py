@@ -10,7 +10,7 @@ How the images are stored (choose with ``images=``):
 * ``"path"`` (default): the Arrow rows hold the absolute path of each original PNG. Nothing is
   copied (the full release is 58 GB), nothing is re-encoded; images decode from the folder.
 * ``"bytes"``: the original PNG bytes, unchanged, inside the Arrow files: a self-contained copy
-  that no longer needs the folder (what :func:`nights.votes.write_split` puts into Parquet).
+  that no longer needs the folder (what :func:`nights.splits.write_split` puts into Parquet).
 * ``image_size=N``: a pre-resized copy, resized as DreamSim preprocesses (RGB, PIL bicubic,
   square) and stored as uncompressed (lossless) PNG; small and fast to iterate for scoring.
 

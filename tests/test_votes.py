@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import nights.votes
+import nights.splits
 from nights import NightsError, load_nights
 from nights.schema import DATA_CSV_COLUMNS
-from nights.votes import agreement_stats, filter_votes, write_split
+from nights.splits import write_split
+from nights.votes import agreement_stats, filter_votes
 
 
 @pytest.fixture
@@ -157,7 +158,7 @@ def test_existing_output_is_kept_unless_overwrite(every_row, tmp_path):
 def test_interrupted_write_leaves_nothing_that_looks_complete(every_row, tmp_path, monkeypatch):
     out = write_split(filter_votes(every_row, ids=every_row["id"][:2]), tmp_path / "o")
     calls = []
-    real_place = nights.votes._place_file
+    real_place = nights.splits._place_file
 
     def fail_midway(source, target, link):
         calls.append(target)
@@ -165,7 +166,7 @@ def test_interrupted_write_leaves_nothing_that_looks_complete(every_row, tmp_pat
             raise OSError("disk full")
         return real_place(source, target, link)
 
-    monkeypatch.setattr(nights.votes, "_place_file", fail_midway)
+    monkeypatch.setattr(nights.splits, "_place_file", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         write_split(every_row, tmp_path / "new")
     with pytest.raises(OSError, match="disk full"):

@@ -80,8 +80,9 @@ def add_commands(commands) -> None:
 
 
 def _filter(args) -> int:
+    from ..splits import write_split
     from ..table import load_nights
-    from ..votes import filter_votes, write_split
+    from ..votes import filter_votes
 
     if not args.out and not args.dry_run:
         args.usage_error("--out is required (or --dry-run)")
