@@ -7,23 +7,26 @@ collection policies (:mod:`annotation.policies`), aggregation on crowd-kit
 ``nights`` for the table, image checks, errors and ``write_split`` only.
 """
 
-import importlib
+from nights._lazy import lazy_attributes
 
 from .aggregate import aggregate, krippendorff_alpha, merge_into_split, vote_counts, worker_quality
 from .errors import AnnotationError, CampaignError, ParticipantError, VoteImportError
 
 # Loaded when first asked for: they import pandas, and `nights --help` imports annotation.cli
 # (so this package) to list `nights annotate`.
-_LAZY = {
-    "VOTE_COLUMNS": "importers",
-    "read_votes": "importers",
-    "POLICIES": "policies",
-    "BetaBinomialStop": "policies",
-    "NightsScheme": "policies",
-    "TargetVotes": "policies",
-    "make_policy": "policies",
-    "plan": "policies",
-}
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "VOTE_COLUMNS": "importers",
+        "read_votes": "importers",
+        "POLICIES": "policies",
+        "BetaBinomialStop": "policies",
+        "NightsScheme": "policies",
+        "TargetVotes": "policies",
+        "make_policy": "policies",
+        "plan": "policies",
+    },
+)
 
 __all__ = [
     "POLICIES",
@@ -44,15 +47,3 @@ __all__ = [
     "vote_counts",
     "worker_quality",
 ]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'annotation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})

@@ -12,15 +12,16 @@ Example::
     (['id', 'ref', 'left', 'right'], True)
 """
 
-import importlib
-
+from ._lazy import lazy_attributes
 from .errors import DatasetNotFoundError, DownloadError, IntegrityError, NightsError, SchemaError
 from .schema import SPLITS, read_data_csv, read_jnd_csv, read_raw_csv
 
 __version__ = "0.1.0"
 
 # Public names whose modules import pandas, pyarrow or numpy: loaded when first asked for.
-_LAZY = {"load_jnd": "table", "load_nights": "table", "make_synthetic_nights": "synthetic"}
+__getattr__, __dir__ = lazy_attributes(
+    __name__, {"load_jnd": "table", "load_nights": "table", "make_synthetic_nights": "synthetic"}
+)
 
 __all__ = [
     "SPLITS",
@@ -36,15 +37,3 @@ __all__ = [
     "read_jnd_csv",
     "read_raw_csv",
 ]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'nights' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
