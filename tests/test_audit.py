@@ -610,3 +610,38 @@ def test_every_rank_of_a_launch_gets_the_merged_result(sample_home, tmp_path):
         == results[1]["rows"]
         == len(pd.read_csv(sample_home / "nights" / "data.csv"))
     )
+
+
+@pytest.mark.gpu
+def test_audit_on_cuda_equals_the_cpu_with_two_ranks_on_one_gpu(sample_home, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    weights = tmp_path / "dreamsim_home"
+    write_release(weights, "dino_vitb16", seed=1)
+    env = {**os.environ, "NIGHTS_HOME": str(tmp_path / "home"), "DREAMSIM_HOME": str(weights)}
+    common = [
+        *("--root", str(sample_home), "--split", "all", "--min-votes", "0"),
+        *("--metric", "dreamsim:dino_vitb16", "--metric", "psnr", "--num-workers", "0", "--quiet"),
+    ]
+    script = str(REPO / "scripts" / "audit_agreement.py")
+    on_cpu = subprocess.run(
+        [sys.executable, script, *common, "--device", "cpu", "--out", str(tmp_path / "cpu")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert on_cpu.returncode == 0, on_cpu.stderr[-3000:]
+    # Two processes, one GPU: each takes cuda:(LOCAL_RANK % 1) and scores its shard there.
+    on_gpu = subprocess.run(
+        [*_launcher("torchrun"), script, *common, "--out", str(tmp_path / "gpu")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert on_gpu.returncode == 0, on_gpu.stderr[-3000:]
+    columns = ["id", "metric", "d_left", "d_right"]
+    cpu = pd.read_parquet(tmp_path / "cpu" / "audit.parquet")[columns]
+    gpu = pd.read_parquet(tmp_path / "gpu" / "audit.parquet")[columns]
+    pd.testing.assert_frame_equal(cpu, gpu, atol=2e-3, rtol=0)  # cuDNN convolutions use TF32
+    assert len(list((tmp_path / "gpu" / "parts").glob("*.parquet"))) == 2

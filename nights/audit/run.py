@@ -177,12 +177,15 @@ def _barrier() -> None:
 
 
 def _default_device(world: int) -> str | None:
-    """One GPU per process when launched on several and CUDA is there (None: the best one)."""
+    """A GPU per process when launched on several and CUDA is there, shared round-robin when
+    there are more processes than GPUs (None: the best device)."""
     if world == 1:
         return None
     import torch
 
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else None
+    if not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
 
 
 def _tables_by_input_size(metrics, rows: dict, limit: int | None, progress) -> dict:

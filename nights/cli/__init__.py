@@ -60,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in sorted(entry_points(group=ENTRY_POINTS), key=lambda entry: entry.name):
+    groups = sorted(entry_points(group=ENTRY_POINTS), key=lambda entry: entry.name)
+    if not groups:
+        logger.warning(
+            "nights: no command groups found: the package's entry points are only there once "
+            "it is installed (pip install -e .)"
+        )
+    for group in groups:
         try:
             add_commands = group.load()
         except ImportError as error:  # a group whose optional libraries are absent
