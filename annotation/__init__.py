@@ -9,7 +9,14 @@ collection policies (:mod:`annotation.policies`), aggregation on crowd-kit
 
 from nights._lazy import lazy_attributes
 
-from .aggregate import aggregate, krippendorff_alpha, merge_into_split, vote_counts, worker_quality
+from .aggregate import (
+    aggregate,
+    keep_qualified_workers,
+    krippendorff_alpha,
+    merge_into_split,
+    vote_counts,
+    worker_quality,
+)
 from .errors import AnnotationError, CampaignError, ParticipantError, VoteImportError
 
 # Loaded when first asked for: they import pandas, and `nights --help` imports annotation.cli
@@ -39,6 +46,7 @@ __all__ = [
     "TargetVotes",
     "VoteImportError",
     "aggregate",
+    "keep_qualified_workers",
     "krippendorff_alpha",
     "make_policy",
     "merge_into_split",

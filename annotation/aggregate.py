@@ -138,6 +138,19 @@ def worker_quality(
     return pd.DataFrame(rows).set_index("worker")
 
 
+def keep_qualified_workers(
+    votes: pd.DataFrame, min_rt_ms: float | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The 2AFC answers of the workers who pass :func:`worker_quality` (sentinels and repeats
+    when the votes come from a campaign export, speed always), and the quality rows of the
+    workers left out (their ``reasons`` say why)."""
+    quality = worker_quality(votes, min_rt_ms=min_rt_ms)
+    flagged = quality[quality["excluded"]]
+    if "kind" in votes:
+        votes = votes[votes["kind"] == "2afc"]
+    return votes[~votes["worker"].isin(flagged.index)], flagged
+
+
 def _median(answers: pd.DataFrame, column: str) -> float:
     import numpy as np
     import pandas as pd

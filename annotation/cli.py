@@ -13,6 +13,8 @@ from pathlib import Path
 
 from nights.cli import options
 
+CSV_OUT = "CSV file to write (default: standard output)"
+
 
 def add_commands(commands) -> None:
     """Adds ``annotate`` and its subcommands to ``nights``."""
@@ -25,7 +27,7 @@ def add_commands(commands) -> None:
     )
     actions = annotate.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    create = options.command(
+    create = _campaign_action(
         actions,
         "create",
         _create,
@@ -33,7 +35,6 @@ def add_commands(commands) -> None:
         "Write a campaign database (one SQLite file) with a 2AFC trial per triplet of the "
         "split, sentinels, practice and repeated trials, and JND trials with --jnd.",
     )
-    _add_campaign(create)
     options.add_root(create)
     options.add_rows(create, split="test", min_votes=None)
     options.add_limit(create)
@@ -73,45 +74,37 @@ def add_commands(commands) -> None:
     )
     options.add_quiet(create)
 
-    serve = options.command(
+    serve = _campaign_action(
         actions, "serve", _serve, "the collection web app", "Serve a campaign to participants."
     )
-    _add_campaign(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
         "--workers", type=int, default=1, help="server processes (default: %(default)s)"
     )
 
-    status = options.command(
+    _campaign_action(
         actions, "status", _status, "a campaign's progress", "Participants, votes, trials."
     )
-    _add_campaign(status)
-
-    plan = options.command(
+    plan = _campaign_action(
         actions,
         "plan",
         _plan,
         "the triplets the campaign's policy still wants votes for",
         "Per 2AFC triplet: its votes so far and whether the campaign's policy asks for more.",
     )
-    _add_campaign(plan)
-    _add_out(plan, "CSV file to write (default: standard output)")
-
-    export = options.command(
+    _add_out(plan, CSV_OUT)
+    export = _campaign_action(
         actions, "export", _export, "the votes of a campaign", "The campaign's votes as CSV."
     )
-    _add_campaign(export)
-    _add_out(export, "CSV file to write (default: standard output)")
-
-    release = options.command(
+    _add_out(export, CSV_OUT)
+    release = _campaign_action(
         actions,
         "release",
         _release,
         "give a participant's unanswered trials back to the pool",
         "Give the unanswered trials of a participant who returned the study back to the pool.",
     )
-    _add_campaign(release)
     release.add_argument("worker", help="the participant id who returned the study")
 
     imported = options.command(
@@ -122,7 +115,7 @@ def add_commands(commands) -> None:
         "Read votes from MTurk batch results, Label Studio exports or CSV into one vote table.",
     )
     _add_votes(imported)
-    _add_out(imported, "CSV file to write (default: standard output)")
+    _add_out(imported, CSV_OUT)
 
     aggregate = options.command(
         actions,
@@ -147,8 +140,11 @@ def add_commands(commands) -> None:
     options.add_quiet(aggregate)
 
 
-def _add_campaign(parser) -> None:
+def _campaign_action(actions, name: str, run, summary: str, description: str):
+    """An action on one campaign: its first argument is the campaign's file."""
+    parser = options.command(actions, name, run, summary, description)
     parser.add_argument("campaign", type=Path, help="the campaign's .sqlite file")
+    return parser
 
 
 def _add_out(parser, what: str) -> None:
@@ -156,13 +152,7 @@ def _add_out(parser, what: str) -> None:
 
 
 def _add_votes(parser) -> None:
-    parser.add_argument(
-        "--votes",
-        type=Path,
-        action="append",
-        required=True,
-        help="votes file (repeatable)",
-    )
+    parser.add_argument("--votes", type=Path, action="append", required=True, help="repeatable")
     parser.add_argument(
         "--format",
         choices=("csv", "mturk", "label-studio"),
@@ -272,28 +262,16 @@ def _import(args) -> int:
     return 0
 
 
-def _exclude_flagged_workers(votes, min_rt_ms: float | None):
-    """Drops workers that fail quality checks (sentinels and repeats when the votes come from a
-    campaign export, speed always); keeps the 2AFC answers of the others."""
-    from .aggregate import worker_quality
+def _aggregate(args) -> int:
+    from .aggregate import aggregate, keep_qualified_workers, krippendorff_alpha, merge_into_split
 
-    quality = worker_quality(votes, min_rt_ms=min_rt_ms)
-    flagged = quality.index[quality["excluded"]]
+    votes, flagged = keep_qualified_workers(_read_all_votes(args), args.min_rt_ms)
     if len(flagged):
         print(
             f"excluded {len(flagged)} worker(s) failing quality checks: "
-            + ", ".join(f"{w} ({quality.loc[w, 'reasons']})" for w in flagged[:10]),
+            + ", ".join(f"{w} ({flagged.loc[w, 'reasons']})" for w in flagged.index[:10]),
             file=sys.stderr,
         )
-    if "kind" in votes:
-        votes = votes[votes["kind"] == "2afc"]
-    return votes[~votes["worker"].isin(flagged)]
-
-
-def _aggregate(args) -> int:
-    from .aggregate import aggregate, krippendorff_alpha, merge_into_split
-
-    votes = _exclude_flagged_workers(_read_all_votes(args), args.min_rt_ms)
     per_triplet = aggregate(votes, method=args.method)
     print(
         f"{len(per_triplet)} triplets, {len(votes)} votes; Krippendorff's alpha "
