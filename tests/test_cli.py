@@ -164,3 +164,14 @@ def test_annotate_actions_take_only_their_own_options(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["annotate", "import"])
     assert "the following arguments are required: --votes" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(sample_home):
+    nights = Path(sys.executable).parent / "nights"
+    result = subprocess.run(
+        f"'{nights}' info --root '{sample_home}' --quiet | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.startswith("NIGHTS_HOME:") and "Traceback" not in result.stderr
