@@ -247,18 +247,23 @@ def _check_disk_clashes(members: list[tuple[zipfile.ZipInfo, str]], root: Path) 
 
 def _write_member(opened: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path) -> dict:
     """Writes one member (CRC-checked by zipfile at its end); returns its record."""
-    digest = hashlib.sha256()
+    digest, size = hashlib.sha256(), 0
     try:
         staging.parent.mkdir(parents=True, exist_ok=True)
         with open(staging, "wb") as out, _open_member(opened, info) as member:
             while block := _read_block(member, info):
                 digest.update(block)
+                size += len(block)
                 out.write(block)
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise _Unwritable(f"member {info.filename!r}: {error.strerror or error}") from None
-    return {"sha256": digest.hexdigest(), "size": info.file_size}
+    if size != info.file_size:  # zipfile checks the CRC, not the length
+        raise _Unreadable(
+            f"member {info.filename!r}: {size} bytes where the directory declares {info.file_size}"
+        )
+    return {"sha256": digest.hexdigest(), "size": size}
 
 
 def _open_member(opened: zipfile.ZipFile, info: zipfile.ZipInfo):

@@ -198,6 +198,10 @@ class RemoteZip:
                 try:
                     with self.zip.open(info) as member:
                         content = member.read()
+                    if len(content) != info.file_size:  # zipfile checks the CRC, not the length
+                        raise zipfile.BadZipFile(
+                            f"{len(content)} bytes where the directory declares {info.file_size}"
+                        )
                 except NightsError:
                     raise
                 except Exception as error:  # as in __init__: the member cannot be read
