@@ -4,7 +4,14 @@ Importing this package is cheap: ``datasets``, ``torch`` and the other heavy lib
 inside the functions that need them.
 """
 
-from .errors import DatasetNotFoundError, DownloadError, IntegrityError, NightsError, SchemaError
+from .errors import (
+    DatasetNotFoundError,
+    DownloadError,
+    ImageError,
+    IntegrityError,
+    NightsError,
+    SchemaError,
+)
 from .schema import read_data_csv, read_jnd_csv, read_raw_csv
 from .synthetic import make_synthetic_nights
 from .table import SPLITS, load_jnd, load_nights
@@ -15,6 +22,7 @@ __all__ = [
     "SPLITS",
     "DatasetNotFoundError",
     "DownloadError",
+    "ImageError",
     "IntegrityError",
     "NightsError",
     "SchemaError",
