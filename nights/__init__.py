@@ -13,7 +13,14 @@ Example::
 """
 
 from ._lazy import lazy_attributes
-from .errors import DatasetNotFoundError, DownloadError, IntegrityError, NightsError, SchemaError
+from .errors import (
+    DatasetNotFoundError,
+    DownloadError,
+    ImageError,
+    IntegrityError,
+    NightsError,
+    SchemaError,
+)
 from .schema import SPLITS, read_data_csv, read_jnd_csv, read_raw_csv
 
 __version__ = "0.1.0"
@@ -27,6 +34,7 @@ __all__ = [
     "SPLITS",
     "DatasetNotFoundError",
     "DownloadError",
+    "ImageError",
     "IntegrityError",
     "NightsError",
     "SchemaError",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +69,38 @@ def file_lock(path: Path, *, wait: bool = True):
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return FileLock(path, timeout=-1 if wait else 0)
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned(out: Path) -> None:
+    """Clears what killed writers of ``out`` left beside it.
+
+    Writers assemble ``.NAME.partial-PID`` beside ``out`` and, when replacing it, move the old
+    one to ``.NAME.old-PID`` for a moment. Only leftovers of processes that no longer exist are
+    touched (a live writer keeps its own): partial folders are removed; an old ``out`` goes
+    back into place when ``out`` is missing (the writer died between the two renames), else it
+    is removed.
+    """
+    if not out.parent.is_dir():
+        return
+    leftover_name = re.compile(rf"\.{re.escape(out.name)}\.(partial|old)-(\d+)")
+    for leftover in sorted(out.parent.iterdir()):
+        match = leftover_name.fullmatch(leftover.name)
+        if not match or process_exists(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not os.path.lexists(out):
+            os.replace(leftover, out)
+        elif leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -53,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR = ".nights-download"
 _SPACE_MARGIN = 1 << 30
+# Archives this large have their central directory read before they are fetched, so that a
+# download that cannot be extracted stops before it starts (a few KB of ~2 requests each).
+_DIRECTORY_FIRST_BYTES = 64 << 20
 
 
 @dataclass
@@ -165,7 +169,24 @@ def _place(data_or_path: bytes | Path, target: Path) -> dict:
     return record
 
 
-def _safe_member_path(name: str, target_folder: str, archive: str) -> str | None:
+class _Unreadable(Exception):
+    """The archive (or one member) is corrupt or unsafe; the message says why."""
+
+
+class _Unwritable(Exception):
+    """A member cannot be written where it belongs (not for want of space)."""
+
+
+def _open_zip(archive: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(archive)
+    # zipfile meets damaged data with many types (BadZipFile, a CRC, zlib.error, EOFError,
+    # NotImplementedError for an unknown method ...): all mean the archive cannot be read.
+    except Exception as error:
+        raise _Unreadable(str(error)) from None
+
+
+def _safe_member_path(name: str, target_folder: str) -> str | None:
     """The member's path under the download root, or None for folder entries.
 
     Chunk archives hold ``NNN/...``; if one holds ``ref/NNN/...`` instead (the layout is not
@@ -174,41 +195,122 @@ def _safe_member_path(name: str, target_folder: str, archive: str) -> str | None
     parts = PurePosixPath(name).parts
     if name.endswith("/") or not parts:
         return None
-    if PurePosixPath(name).is_absolute() or ".." in parts:
-        raise IntegrityError(f"{archive}: member {name!r} would be written outside the folder")
+    if PurePosixPath(name).is_absolute() or ".." in parts or "\0" in name:
+        raise _Unreadable(f"member {name!r} would be written outside the folder")
     if target_folder and parts[0] == PurePosixPath(target_folder).name and len(parts) > 1:
         parts = parts[1:]
     return str(PurePosixPath(target_folder, *parts))
 
 
-def _extract(archive: Path, target_folder: str, root: Path, what: str) -> dict[str, dict]:
-    """Extracts with CRC checks into a temporary folder, then moves each file into place."""
+def _members(opened: zipfile.ZipFile, target_folder: str) -> list[tuple[zipfile.ZipInfo, str]]:
+    """``(info, path under the root)`` of every file member, once sure that none escapes the
+    folder and that no two clash (a name twice, or a file where another member needs a
+    folder)."""
+    members, folders = [], set()
+    for info in opened.infolist():
+        relative = _safe_member_path(info.filename, target_folder)
+        if relative is not None:
+            members.append((info, relative))
+            folders.update(str(parent) for parent in PurePosixPath(relative).parents)
+    files: set[str] = set()
+    for info, relative in members:
+        if relative in folders or relative in files:
+            raise _Unreadable(f"member {info.filename!r} clashes with another member's name")
+        files.add(relative)
+    return members
+
+
+def _check_disk_clashes(members: list[tuple[zipfile.ZipInfo, str]], root: Path) -> None:
+    """No member needs a folder where a file is on disk, or is a file where a folder is."""
+    for info, relative in members:
+        try:
+            parents = [root / p for p in PurePosixPath(relative).parents if p.name]
+            blocking = next((p for p in parents if p.is_file()), None)
+            if blocking is None and (root / relative).is_dir():
+                blocking = root / relative
+        except OSError as error:  # a name the file system refuses (too long ...)
+            raise _Unwritable(f"member {info.filename!r}: {error.strerror}") from None
+        if blocking is not None:
+            raise _Unwritable(
+                f"member {info.filename!r} clashes with {blocking} (a file where a folder "
+                "is needed, or a folder where a file is)"
+            )
+
+
+def _write_member(opened: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path) -> dict:
+    """Writes one member (CRC-checked by zipfile at its end); returns its record."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        with open(staging, "wb") as out, _open_member(opened, info) as member:
+            while block := _read_block(member, info):
+                digest.update(block)
+                size += len(block)
+                out.write(block)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise _Unwritable(f"member {info.filename!r}: {error.strerror or error}") from None
+    if size != info.file_size:  # zipfile checks the CRC, not the length
+        raise _Unreadable(
+            f"member {info.filename!r}: {size} bytes where the directory declares {info.file_size}"
+        )
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def _open_member(opened: zipfile.ZipFile, info: zipfile.ZipInfo):
+    try:
+        return opened.open(info)
+    except Exception as error:  # as in _open_zip: a bad local header, an unknown method ...
+        raise _Unreadable(f"member {info.filename!r}: {error}") from None
+
+
+def _read_block(member, info: zipfile.ZipInfo) -> bytes:
+    try:
+        return member.read(1 << 20)
+    except Exception as error:  # as in _open_zip: the member's data cannot be read
+        raise _Unreadable(f"member {info.filename!r}: {error}") from None
+
+
+def _check_room(root: Path, needed: int, what: str) -> None:
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise DownloadError(
+            f"not enough free space in {root} to extract {what}: {_human(needed)} needed "
+            f"(as its central directory declares), {_human(free)} free. Free some space and run "
+            "the same command again (the archive is kept)"
+        )
+
+
+def _extract(archive: Path, target_folder: str, root: Path, what: str, url: str) -> dict[str, dict]:
+    """Extracts with CRC checks into a temporary folder, then moves each file into place.
+
+    Nothing is placed unless every member was read and written. One error names the archive,
+    its URL and the member: a corrupt or unsafe archive is deleted (a rerun fetches it anew),
+    one that cannot be written (a clash with files on disk) is kept.
+    """
     records = {}
     scratch = Path(tempfile.mkdtemp(prefix=f"extract-{archive.name}-", dir=root / STATE_DIR))
     try:
-        staged = []
-        with zipfile.ZipFile(archive) as opened:
-            for info in opened.infolist():
-                relative = _safe_member_path(info.filename, target_folder, what)
-                if relative is None:
-                    continue
-                staging = scratch / relative
-                staging.parent.mkdir(parents=True, exist_ok=True)
-                digest = hashlib.sha256()
-                with opened.open(info) as member, open(staging, "wb") as out:
-                    for block in iter(lambda member=member: member.read(1 << 20), b""):
-                        digest.update(block)
-                        out.write(block)
-                records[relative] = {"sha256": digest.hexdigest(), "size": info.file_size}
-                staged.append((staging, relative))
-        for staging, relative in staged:
+        with _open_zip(archive) as opened:
+            members = _members(opened, target_folder)
+            _check_disk_clashes(members, root)
+            _check_room(root, sum(info.file_size for info, _ in members), what)
+            for info, relative in members:
+                records[relative] = _write_member(opened, info, scratch / relative)
+        for relative in records:
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging, root / relative)
-    except zipfile.BadZipFile as error:
+            os.replace(scratch / relative, root / relative)
+    except _Unreadable as error:
         archive.unlink(missing_ok=True)
         raise IntegrityError(
-            f"{what}: the archive is corrupt ({error}); it was deleted, run "
-            "the same command again to fetch it anew"
+            f"{what}: the archive is corrupt or unsafe ({error}); URL {url}. It was deleted: "
+            "run the same command again to fetch it anew"
+        ) from None
+    except _Unwritable as error:
+        raise IntegrityError(
+            f"{what}: cannot be extracted into {root} ({error}); URL {url}. The archive is "
+            "kept: fix that, then run the same command again"
         ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -242,12 +344,53 @@ class _Session:
         )
 
 
+def _unpacked_bytes(archive: Path) -> int | None:
+    """What a local archive's members take once extracted; None when it cannot be read."""
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            return sum(info.file_size for info in opened.infolist())
+    except Exception:  # extraction reports it, with the archive and its URL
+        return None
+
+
+@contextlib.contextmanager
+def _disk_full_reported(root: Path, needed: int) -> Iterator[None]:
+    """A full disk (ENOSPC, or a quota) becomes one DownloadError naming the folder and the
+    bytes needed. What was extracted in part is already gone; what was fetched stays, since a
+    rerun resumes it."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DownloadError(
+            f"the disk of {root} is full ({_human(shutil.disk_usage(root).free)} free): this "
+            f"download needs {_human(needed)} there. Free some space and run the same command "
+            "again: the files already fetched are kept, the unfinished extraction was removed"
+        ) from None
+
+
 # -- whole releases --
 
 
 def _probe(session: _Session, files: list[ReleaseFile]) -> list[RemoteInfo]:
     with ThreadPoolExecutor(session.jobs) as pool:
         return list(pool.map(lambda f: session.client.info(session.url(f.path), f.path), files))
+
+
+def _space_needed(client, release_file: ReleaseFile, info: RemoteInfo, staging: Path) -> int:
+    """What one release file takes on disk once extracted, counted before fetching it: an
+    archive's members as its central directory declares them, read from the local copy when
+    it is complete, else by Range requests for an archive of :data:`_DIRECTORY_FIRST_BYTES`
+    or more. A smaller archive (or one on a server without Range) counts its own size here;
+    extraction checks its directory before writing anything."""
+    if not release_file.is_archive:
+        return 0
+    if staging.is_file():
+        return _unpacked_bytes(staging) or 0
+    if info.accepts_ranges and (info.size or 0) >= _DIRECTORY_FIRST_BYTES:
+        return RemoteZip(client, info.url, release_file.path, info=info).unpacked_bytes()
+    return info.size or 0
 
 
 def _check_space(root: Path, needed: int) -> None:
@@ -275,7 +418,7 @@ def _fetch_unit(
         on_bytes=bar.update,
     ).run(info)
     if release_file.is_archive:
-        records = _extract(fetched, release_file.target, root, release_file.path)
+        records = _extract(fetched, release_file.target, root, release_file.path, info.url)
     else:
         records = {release_file.target: _place(fetched, root / release_file.target)}
     _write_record(root, release_file.name, info.url, records)
@@ -321,8 +464,13 @@ def download(
 
     Raises:
         DownloadError: a file is missing on the server (file and URL named), the server keeps
-            failing, disk space is short, or another download holds the folder.
-        IntegrityError: an archive is corrupt (it is deleted so that a rerun refetches it).
+            failing, another download holds the folder, or disk space is short: before the
+            transfer (archives counted as their central directories declare), before an
+            extraction, or when the disk fills up (folder and bytes needed named; what was
+            fetched is kept, a half-done extraction removed).
+        IntegrityError: an archive is corrupt or unsafe (a CRC, a member escaping the folder
+            or clashing with another: archive, URL and member named; it is deleted so that a
+            rerun refetches it), or clashes with files on disk.
     """
     if variant not in RELEASES:
         raise ValueError(f"variant must be one of {', '.join(RELEASES)}, not {variant!r}")
@@ -362,26 +510,37 @@ def _download_release(session: _Session, variant: str, keep_archives: bool) -> D
         partial = remaining is not None and info.size is not None and remaining < info.size
         report.planned.append((release_file.path, info.size, "resume" if partial else "fetch"))
         report.bytes_to_fetch += remaining or 0
-        unpack += (info.size or 0) if release_file.is_archive else 0
     needs_csv = variant in ("chunked", "csv") and not _record_path(root, "data.csv").exists()
     if needs_csv:
         report.planned.append((f"{FULL_ZIP}#{CSV_IN_FULL_ZIP}", None, "fetch"))
     if session.dry_run:
         return report
-    _check_space(root, report.bytes_to_fetch + unpack)
+    with ThreadPoolExecutor(jobs) as pool:
+        unpack = sum(
+            pool.map(
+                lambda pair: _space_needed(
+                    client, *pair, root / STATE_DIR / "files" / pair[0].name
+                ),
+                zip(todo, infos),
+            )
+        )
+    needed = report.bytes_to_fetch + unpack
+    _check_space(root, needed)
     # Largest first, so that no big file starts last and finishes alone; each file may also be
     # split into ranges (8 MB at least), all within the client's cap of `jobs` connections.
     order = sorted(zip(todo, infos), key=lambda pair: -(pair[1].size or 0))
     with (
         session.bytes_bar(report.bytes_to_fetch, f"nights {variant}", smoothing=0.1) as bar,
         ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool,
+        _disk_full_reported(root, needed),
     ):
         futures = [
             pool.submit(_fetch_unit, session, f, info, keep_archives, bar) for f, info in order
         ]
         report.files_produced = sum(future.result() for future in futures)
     if needs_csv:
-        report.files_produced += _fetch_csv_from_full_zip(session)
+        with _disk_full_reported(root, needed):
+            report.files_produced += _fetch_csv_from_full_zip(session)
     return report
 
 
@@ -444,6 +603,7 @@ def _download_subset(
     ]
     report = DownloadReport(f"{variant} ({split or ''}{' ids' if ids is not None else ''})", root)
     member_bytes = sum(remote.getinfo(f"nights/{p}").compress_size for p in missing)
+    needed = sum(remote.getinfo(f"nights/{p}").file_size for p in missing)
     report.planned.append(
         (
             f"{len(rows)} triplets, {len(missing)} of {len(wanted)} images "
@@ -455,14 +615,19 @@ def _download_subset(
     report.bytes_to_fetch = member_bytes
     if session.dry_run:
         return report
-    _check_space(root, member_bytes)
+    _check_space(root, needed)
     records = {}
-    with session.bytes_bar(member_bytes, f"nights {split or 'ids'}") as bar:
+    with (
+        _disk_full_reported(root, needed),
+        session.bytes_bar(member_bytes, f"nights {split or 'ids'}") as bar,
+    ):
         members = [f"nights/{p}" for p in missing]
         for info, data in remote.iter_members(members, jobs=session.jobs):
             records[info.filename] = _place(data, root / info.filename)
             bar.update(info.compress_size)
-    records["nights/data.csv"] = _place(_subset_csv(full_csv, frame, nights), nights / "data.csv")
+        records["nights/data.csv"] = _place(
+            _subset_csv(full_csv, frame, nights), nights / "data.csv"
+        )
     name = hashlib.sha256(json.dumps([split, sorted(ids or [])]).encode()).hexdigest()[:12]
     _write_record(root, f"subset-{name}", remote.url, records, split=split)
     report.files_produced = len(records)

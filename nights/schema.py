@@ -408,6 +408,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "same": parse_fraction,
     "left_same": parse_fraction,
     "right_same": parse_fraction,
+    "response": parse_text,
 }
 
 
@@ -428,10 +429,11 @@ def _map_columns(header: list[str], aliases: dict[str, tuple[str, ...]]) -> dict
 
 
 def _read_tolerant(
-    path: Path, aliases: dict[str, tuple[str, ...]], what: str
+    path: Path, aliases: dict[str, tuple[str, ...]], what: str, required: set[str]
 ) -> tuple[pd.DataFrame, list[str]]:
     """Reads a CSV, renames known columns to canonical names, parses them, keeps the others.
 
+    An empty cell of a known column is a null, except in the ``required`` columns (a bad row).
     Returns the frame (with a ``_line`` column) and the header as found.
     """
     rows = _rows(path)
@@ -439,6 +441,12 @@ def _read_tolerant(
     mapping = _map_columns(header, aliases)
     renamed = {source: canonical for canonical, source in mapping.items()}
     names = [renamed.get(name, name) for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1 or name == "_line"})
+    if repeated:
+        raise SchemaError(
+            f"{path}: line 1: repeated column(s): {', '.join(repeated)} (after reading "
+            f"known spellings as NIGHTS names); columns found: {', '.join(header)}"
+        )
     columns: dict[str, list] = {name: [] for name in names}
     lines: list[int] = []
     problems = _Problems(path)
@@ -446,6 +454,10 @@ def _read_tolerant(
         parsed = []
         for name, text in zip(names, fields):
             parser = _PARSERS.get(name) if name in mapping else None
+            if parser is not None and name in required and not text.strip():
+                problems.add(line, f"column '{mapping[name]}': is empty")
+                parsed = None
+                break
             if parser is None or parser is parse_text:
                 parsed.append(text)
             elif not text.strip():
@@ -463,6 +475,8 @@ def _read_tolerant(
             columns[name].append(value)
         lines.append(line)
     problems.raise_if_any(what)
+    if not lines:
+        raise SchemaError(f"{path}: the header is there but there are no rows")
     import pandas as pd
 
     frame = pd.DataFrame(columns)
@@ -495,7 +509,9 @@ def read_raw_csv(path: str | os.PathLike) -> pd.DataFrame:
             known column holds a bad value (with its line).
     """
     path = Path(path)
-    frame, header = _read_tolerant(path, RAW_ALIASES, "nights_raw.csv")
+    frame, header = _read_tolerant(
+        path, RAW_ALIASES, "nights_raw.csv", {"id", "ref_path", "left_path", "right_path"}
+    )
     _require(
         path,
         frame,
@@ -535,6 +551,14 @@ def _check_unique_ids(path: Path, frame: pd.DataFrame, key: tuple[str, ...] = ("
         )
 
 
+_JND_REQUIRED = {"id", "ref_path", "distort_path", "left_path", "right_path"} | {
+    "same",
+    "left_same",
+    "right_same",
+    "response",
+}
+
+
 def read_jnd_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Reads ``jnd_votes.csv`` (schema unpublished) into one row per (reference, distortion) pair.
 
@@ -552,7 +576,7 @@ def read_jnd_csv(path: str | os.PathLike) -> pd.DataFrame:
     import pandas as pd
 
     path = Path(path)
-    frame, header = _read_tolerant(path, JND_ALIASES, "jnd_votes.csv")
+    frame, header = _read_tolerant(path, JND_ALIASES, "jnd_votes.csv", _JND_REQUIRED)
     wide = {"left_path", "right_path", "left_same", "right_same"} <= set(frame.columns)
     if wide:
         pairs = []

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ._files import remove_abandoned
 from .errors import IntegrityError, NightsError
 from .schema import DATA_CSV_COLUMNS
 from .table import table_meta
@@ -154,6 +155,26 @@ def _write_parquet_folder(table, folder: Path, meta: dict, shard_rows: int) -> d
     return {"files": files}
 
 
+def _refuse_to_write_over_the_source(out: Path, meta: dict) -> None:
+    """No writer may overwrite the folder it reads from: ``out`` (symlinks resolved) must not
+    be, hold or lie inside the folder the table's images come from, nor hold its CSV."""
+    target = out.resolve()
+    csv_path = Path(meta["csv_path"]).resolve() if meta.get("csv_path") else None
+    root = Path(meta["root"]).resolve() if meta.get("root") else None
+    if root is not None and (target == root or root in target.parents):
+        relation, source = ("is" if target == root else "lies inside"), root
+    elif root is not None and target in root.parents:
+        relation, source = "holds", root
+    elif csv_path is not None and (target == csv_path or target in csv_path.parents):
+        relation, source = "holds", csv_path
+    else:
+        return
+    raise NightsError(
+        f"refusing to write {out}: it {relation} {source}, which the table was read from "
+        "(writing there would destroy the source); choose an output folder outside it"
+    )
+
+
 def write_split(
     table,
     out: str | os.PathLike,
@@ -177,24 +198,34 @@ def write_split(
         link: for ``"nights"``: ``"auto"`` (hard links on the same disk, else copies),
             ``"copy"``, ``"hardlink"`` or ``"symlink"``. Original files are used even when the
             table holds a resized copy.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` (never the table's own source: an ``out`` that
+            is, holds or lies inside the folder the table was read from is refused).
         shard_rows: rows per Parquet file.
         note: free text stored in ``provenance.json``.
 
     Both formats get ``provenance.json``: the source CSV's sha256 and path, the build options,
     every filter applied, counts per split, the date. The folder is assembled beside ``out``
-    and renamed into place at the end: an interrupted write leaves no folder at ``out``.
+    and renamed into place at the end: an interrupted write leaves no folder at ``out``, and
+    the next write to ``out`` removes what a killed one left beside it.
+
+    Raises:
+        NightsError: ``out`` is, holds or lies inside the table's source folder, or the table
+            has no rows.
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
+        IntegrityError: original images are not reachable.
     """
     if format not in ("nights", "parquet"):
         raise ValueError(f"format must be 'nights' or 'parquet', not {format!r}")
     if link not in ("auto", "copy", "hardlink", "symlink"):
         raise ValueError(f"link must be auto, copy, hardlink or symlink, not {link!r}")
     out = Path(out)
+    meta = table_meta(table)
+    _refuse_to_write_over_the_source(out, meta)
+    remove_abandoned(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     if len(table) == 0:
         raise NightsError("the table has no rows: nothing to write")
-    meta = table_meta(table)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

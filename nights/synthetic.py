@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ._files import remove_abandoned
 from ._paths import DATA_CSV, JND_CSV, NIGHTS_DIR, RAW_CSV, UNFILTERED_DIR
 from .schema import DATA_CSV_COLUMNS
 
@@ -357,6 +358,7 @@ def make_synthetic_nights(
         raise ValueError("n_triplets must be >= 1 and image_size >= 8")
     rng = np.random.default_rng(seed)
     jobs = jobs or os.cpu_count() or 1
+    remove_abandoned(out)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:

@@ -39,7 +39,7 @@ import pyarrow as pa
 from . import _paths
 from ._files import atomic_path, file_lock, file_sha256
 from ._progress import progress_bar
-from .errors import DatasetNotFoundError, IntegrityError, NightsError
+from .errors import DatasetNotFoundError, ImageError, IntegrityError, NightsError
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
 from .schema import (
     IMAGE_COLUMNS,
@@ -179,8 +179,8 @@ def _encode_resized(task: tuple[str, int]) -> bytes | str:
     path, size = task
     try:
         return encode_png(resize_like_dreamsim(open_rgb(path), size))
-    except (OSError, SyntaxError, ValueError) as error:
-        return f"cannot be decoded ({error})"
+    except ImageError as error:
+        return error.problem
 
 
 @dataclass(frozen=True)

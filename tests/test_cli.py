@@ -77,9 +77,9 @@ def test_verify_finds_damage_and_exits_1(sample_copy, tmp_path, capsys):
         (int(frame["id"][2]), "left"),
         (int(frame["id"][4]), "ref"),
     }
-    # Headers only: the truncated file passes, the missing one does not.
+    # Headers only: a file cut short is still found (its PNG end is missing).
     assert main(["verify", "--root", str(sample_copy), "--no-decode", "--quiet"]) == 1
-    assert "1 bad image reference(s)" in capsys.readouterr().out
+    assert "2 bad image reference(s)" in capsys.readouterr().out
 
 
 def test_errors_are_one_clear_line_and_exit_2(tmp_path, capsys):

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .._progress import progress_bar
+from ..errors import ImageError, IntegrityError, NightsError
 from ..images import open_rgb, resize_like_dreamsim
 from ..metrics import EmbeddingMetric, Metric, PairMetric, batch_size_for
 from ..schema import IMAGE_COLUMNS
@@ -39,6 +40,7 @@ class TableImages:
     """
 
     def __init__(self, table, columns=IMAGE_COLUMNS, progress: bool | None = None):
+        self.ids = table.select_columns(["id"]).with_format("arrow")
         self.rows = table.select_columns(list(columns)).with_format("arrow")
         self.keys: dict[str, list[str]] = {column: [] for column in columns}
         self.where: dict[str, tuple[int, str]] = {}
@@ -56,18 +58,34 @@ class TableImages:
         return self.rows[row : row + 1].column(column)[0].as_py()
 
     def tensor(self, key: str, size: int | None):
-        """uint8 ``[3, H, W]``; resized as DreamSim preprocesses when ``size`` is given."""
+        """uint8 ``[3, H, W]``; resized as DreamSim preprocesses when ``size`` is given.
+
+        Raises:
+            IntegrityError: the image cannot be read; the file and a triplet using it named.
+        """
         import torch
 
         storage = self.storage(key)
-        image = open_rgb(storage["bytes"] or storage["path"])
+        try:
+            image = open_rgb(storage["bytes"] or storage["path"], storage["path"])
+        except ImageError as error:
+            row, column = self.where[key]
+            triplet = self.ids[row : row + 1].column("id")[0].as_py()
+            raise IntegrityError(
+                f"triplet {triplet}, {column}: {error}; restore the file (`nights verify` "
+                "lists every bad image) and run again"
+            ) from None
         if size:
             image = resize_like_dreamsim(image, size)
         return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def _loader(items: list, fetch, batch_size: int, num_workers: int):
-    """Batches of ``fetch(item)``, decoded by DataLoader workers while the model runs."""
+    """Batches of ``fetch(item)``, decoded by DataLoader workers while the model runs.
+
+    A worker hands a NightsError back as a value, for :func:`_raise_failures`: raised in the
+    worker, it would reach the user wrapped in the worker's traceback.
+    """
     import torch
 
     class Items(torch.utils.data.Dataset):
@@ -75,11 +93,22 @@ def _loader(items: list, fetch, batch_size: int, num_workers: int):
             return len(items)
 
         def __getitem__(self, index):
-            return fetch(items[index])
+            try:
+                return fetch(items[index])
+            except NightsError as error:
+                return error
 
     return torch.utils.data.DataLoader(
         Items(), batch_size=batch_size, num_workers=num_workers, collate_fn=list
     )
+
+
+def _raise_failures(batch: list) -> list:
+    """The batch, once sure no item of it is an error from :func:`_loader`."""
+    for item in batch:
+        if isinstance(item, NightsError):
+            raise item
+    return batch
 
 
 def _embed_missing(
@@ -98,8 +127,15 @@ def _embed_missing(
     loader = _loader(
         todo, lambda key: (key, images.tensor(key, metric.input_size)), batch_size, num_workers
     )
-    for batch in progress_bar(
-        loader, progress=progress, desc=f"embedding {len(todo)} images", unit="batch", leave=False
+    for batch in map(
+        _raise_failures,
+        progress_bar(
+            loader,
+            progress=progress,
+            desc=f"embedding {len(todo)} images",
+            unit="batch",
+            leave=False,
+        ),
     ):
         pixels = torch.stack([image for _, image in batch]).float().div_(255)
         cache.put_embeddings(
@@ -128,8 +164,11 @@ def _pairs_missing(
         batch_size,
         num_workers,
     )
-    for batch in progress_bar(
-        loader, progress=progress, desc=f"{len(todo)} pairs", unit="batch", leave=False
+    for batch in map(
+        _raise_failures,
+        progress_bar(
+            loader, progress=progress, desc=f"{len(todo)} pairs", unit="batch", leave=False
+        ),
     ):
         by_shape: dict[tuple, list] = {}
         for item in batch:  # images of different sizes cannot share a tensor
