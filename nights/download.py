@@ -7,11 +7,19 @@ sha256 of every file it produced (``root/.nights-download/done/*.json``: the man
 (Ctrl-C, kill -9), the same call finishes the job without fetching finished files again.
 
 After any download, ``root/nights`` is a folder that :func:`nights.load_nights` and upstream's
-loader read directly. Example::
+loader read directly. Example (``mirror_url`` serves the release as upstream's host does, the
+default)::
 
     >>> from nights.download import download
-    >>> download("chunked", "~/data")                      # doctest: +SKIP
-    >>> download("full", "~/data", split="test")           # doctest: +SKIP  (test images only)
+    >>> report = download("chunked", scratch, base_url=mirror_url, progress=False)
+    >>> report.files_produced > 200, (scratch / "nights" / "data.csv").is_file()
+    (True, True)
+    >>> test_only = download("full", scratch / "t", split="test", base_url=mirror_url)
+    >>> print(test_only.summary())  # the test triplets' images only, out of nights.zip
+    full (test) -> .../t
+      fetch ... 30 triplets, 90 of 90 images missing, out of a 1.7 MB archive
+    to fetch: ... KB
+    received ... KB in ... s; 91 file(s) written
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -34,15 +41,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
-
 from . import _paths
-from ._files import file_sha256, write_json_atomic
+from ._files import file_lock, file_sha256, write_atomic
+from ._progress import progress_bar
 from .errors import DownloadError, IntegrityError
 from .releases import CSV_IN_FULL_ZIP, FULL_ZIP, RELEASES, ReleaseFile, file_url
 from .remote_zip import RemoteZip
-from .schema import read_data_csv
-from .table import split_mask
+from .schema import read_data_csv, split_mask
 from .transfer import FileDownload, HttpClient, RemoteInfo
 
 logger = logging.getLogger(__name__)
@@ -94,26 +99,25 @@ def _human(size: int | None) -> str:
 
 @contextlib.contextmanager
 def _exclusive(root: Path) -> Iterator[None]:
+    """One download at a time in ``root``: a second one stops at once, naming the first."""
+    from filelock import Timeout
+
     state = root / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise DownloadError(
-                f"another download is running in {root} "
-                f"({handle.read().strip() or 'pid unknown'}); wait for it "
-                "or stop it, then run again"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = file_lock(state / "lock", wait=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = state / "owner"
+        raise DownloadError(
+            f"another download is running in {root} "
+            f"({owner.read_text().strip() if owner.is_file() else 'pid unknown'}); wait for "
+            "it or stop it, then run again"
+        ) from None
+    try:
+        write_atomic(state / "owner", f"pid {os.getpid()}")
+        yield
+    finally:
+        lock.release()
 
 
 def _record_path(root: Path, name: str) -> Path:
@@ -123,10 +127,8 @@ def _record_path(root: Path, name: str) -> Path:
 def _write_record(root: Path, name: str, source: str, files: dict[str, dict], **extra) -> None:
     """Records what one unit of work produced; ``sequence`` orders records that overlap
     (``nights/data.csv`` is rewritten by subset downloads)."""
-    write_json_atomic(
-        _record_path(root, name),
-        {"source": source, "files": files, "sequence": time.time_ns(), **extra},
-    )
+    record = {"source": source, "files": files, "sequence": time.time_ns(), **extra}
+    write_atomic(_record_path(root, name), json.dumps(record, indent=1, sort_keys=True))
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, dict]:
@@ -157,24 +159,14 @@ def check_manifest(root: str | os.PathLike, checksums: bool = True) -> list[str]
 
 
 def _place(data_or_path: bytes | Path, target: Path) -> dict:
-    """Writes bytes or moves a finished file to ``target`` atomically; returns its record."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Writes bytes, or moves a finished file, to ``target`` atomically; returns its record."""
     if isinstance(data_or_path, bytes):
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            temporary.write_bytes(data_or_path)
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            raise
-        digest, size = hashlib.sha256(data_or_path).hexdigest(), len(data_or_path)
-    else:
-        temporary, digest, size = (
-            data_or_path,
-            file_sha256(data_or_path),
-            data_or_path.stat().st_size,
-        )
-    os.replace(temporary, target)
-    return {"sha256": digest, "size": size}
+        write_atomic(target, data_or_path)
+        return {"sha256": hashlib.sha256(data_or_path).hexdigest(), "size": len(data_or_path)}
+    record = {"sha256": file_sha256(data_or_path), "size": data_or_path.stat().st_size}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(data_or_path, target)
+    return record
 
 
 class _Unreadable(Exception):
@@ -325,6 +317,33 @@ def _extract(archive: Path, target_folder: str, root: Path, what: str, url: str)
     return records
 
 
+@dataclass(frozen=True)
+class _Session:
+    """What every step of one :func:`download` call shares."""
+
+    client: HttpClient
+    root: Path
+    jobs: int
+    base_url: str | None
+    dry_run: bool
+    progress: bool | None
+
+    def url(self, release_path: str) -> str:
+        return file_url(release_path, self.base_url)
+
+    def bytes_bar(self, total: int, description: str, **options):
+        """A progress bar counting bytes, with rate and ETA."""
+        return progress_bar(
+            total=total,
+            progress=self.progress,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=description,
+            **options,
+        )
+
+
 def _unpacked_bytes(archive: Path) -> int | None:
     """What a local archive's members take once extracted; None when it cannot be read."""
     try:
@@ -354,9 +373,9 @@ def _disk_full_reported(root: Path, needed: int) -> Iterator[None]:
 # -- whole releases --
 
 
-def _probe(client: HttpClient, files: list[ReleaseFile], base: str | None, jobs: int):
-    with ThreadPoolExecutor(jobs) as pool:
-        return list(pool.map(lambda f: client.info(file_url(f.path, base), f.path), files))
+def _probe(session: _Session, files: list[ReleaseFile]) -> list[RemoteInfo]:
+    with ThreadPoolExecutor(session.jobs) as pool:
+        return list(pool.map(lambda f: session.client.info(session.url(f.path), f.path), files))
 
 
 def _space_needed(client, release_file: ReleaseFile, info: RemoteInfo, staging: Path) -> int:
@@ -385,18 +404,18 @@ def _check_space(root: Path, needed: int) -> None:
 
 
 def _fetch_unit(
-    client,
-    release_file: ReleaseFile,
-    info: RemoteInfo,
-    root: Path,
-    segments: int,
-    keep_archives: bool,
-    bar,
+    session: _Session, release_file: ReleaseFile, info: RemoteInfo, keep_archives: bool, bar
 ) -> int:
     """Downloads one release file, extracts it when it is an archive, records the result."""
+    root = session.root
     staging = root / STATE_DIR / "files" / release_file.name
     fetched = FileDownload(
-        client, info.url, staging, release_file.path, segments=segments, on_bytes=bar.update
+        session.client,
+        info.url,
+        staging,
+        release_file.path,
+        segments=session.jobs,
+        on_bytes=bar.update,
     ).run(info)
     if release_file.is_archive:
         records = _extract(fetched, release_file.target, root, release_file.path, info.url)
@@ -408,11 +427,12 @@ def _fetch_unit(
     return len(records)
 
 
-def _fetch_csv_from_full_zip(client: HttpClient, root: Path, base: str | None) -> int:
+def _fetch_csv_from_full_zip(session: _Session) -> int:
     """data.csv out of nights.zip by Range requests (the chunked release lacks it)."""
-    remote = RemoteZip(client, file_url(FULL_ZIP, base), FULL_ZIP)
-    record = _place(remote.read(CSV_IN_FULL_ZIP), root / "nights" / "data.csv")
-    _write_record(root, "data.csv", f"{remote.url}#{CSV_IN_FULL_ZIP}", {"nights/data.csv": record})
+    remote = RemoteZip(session.client, session.url(FULL_ZIP), FULL_ZIP)
+    record = _place(remote.read(CSV_IN_FULL_ZIP), session.root / "nights" / "data.csv")
+    source = f"{remote.url}#{CSV_IN_FULL_ZIP}"
+    _write_record(session.root, "data.csv", source, {"nights/data.csv": record})
     return 1
 
 
@@ -456,29 +476,33 @@ def download(
         raise ValueError(f"variant must be one of {', '.join(RELEASES)}, not {variant!r}")
     root = Path(root).expanduser() if root is not None else _paths.nights_home()
     root.mkdir(parents=True, exist_ok=True)
-    client = client or HttpClient(connections=jobs)
+    session = _Session(
+        client=client or HttpClient(connections=jobs),
+        root=root,
+        jobs=jobs,
+        base_url=base_url,
+        dry_run=dry_run,
+        progress=progress,
+    )
     started = time.monotonic()
     with _exclusive(root):
         if split is not None or ids is not None:
-            report = _download_subset(
-                client, variant, root, split, ids, jobs, base_url, dry_run, progress
-            )
+            report = _download_subset(session, variant, split, ids)
         else:
-            report = _download_release(
-                client, variant, root, jobs, base_url, dry_run, keep_archives, progress
-            )
-    report.bytes_received = client.bytes_received
+            report = _download_release(session, variant, keep_archives)
+    report.bytes_received = session.client.bytes_received
     report.seconds = 0.0 if dry_run else time.monotonic() - started
     return report
 
 
-def _download_release(client, variant, root, jobs, base, dry_run, keep_archives, progress):
+def _download_release(session: _Session, variant: str, keep_archives: bool) -> DownloadReport:
+    root, client, jobs = session.root, session.client, session.jobs
     release = RELEASES[variant]
     report = DownloadReport(variant, root)
     todo = [f for f in release.files if not _record_path(root, f.name).exists()]
     for done in (f for f in release.files if f not in todo):
         report.planned.append((done.path, None, "done"))
-    infos = _probe(client, todo, base, jobs) if todo else []
+    infos = _probe(session, todo) if todo else []
     unpack = 0
     for release_file, info in zip(todo, infos):
         staging = root / STATE_DIR / "files" / release_file.name
@@ -489,7 +513,7 @@ def _download_release(client, variant, root, jobs, base, dry_run, keep_archives,
     needs_csv = variant in ("chunked", "csv") and not _record_path(root, "data.csv").exists()
     if needs_csv:
         report.planned.append((f"{FULL_ZIP}#{CSV_IN_FULL_ZIP}", None, "fetch"))
-    if dry_run:
+    if session.dry_run:
         return report
     with ThreadPoolExecutor(jobs) as pool:
         unpack = sum(
@@ -506,26 +530,17 @@ def _download_release(client, variant, root, jobs, base, dry_run, keep_archives,
     # split into ranges (8 MB at least), all within the client's cap of `jobs` connections.
     order = sorted(zip(todo, infos), key=lambda pair: -(pair[1].size or 0))
     with (
-        tqdm(
-            total=report.bytes_to_fetch,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"nights {variant}",
-            disable=None if progress is None else not progress,
-            smoothing=0.1,
-        ) as bar,
+        session.bytes_bar(report.bytes_to_fetch, f"nights {variant}", smoothing=0.1) as bar,
         ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool,
         _disk_full_reported(root, needed),
     ):
         futures = [
-            pool.submit(_fetch_unit, client, f, info, root, jobs, keep_archives, bar)
-            for f, info in order
+            pool.submit(_fetch_unit, session, f, info, keep_archives, bar) for f, info in order
         ]
         report.files_produced = sum(future.result() for future in futures)
     if needs_csv:
         with _disk_full_reported(root, needed):
-            report.files_produced += _fetch_csv_from_full_zip(client, root, base)
+            report.files_produced += _fetch_csv_from_full_zip(session)
     return report
 
 
@@ -562,13 +577,16 @@ def _subset_csv(full_csv: Path, frame, nights: Path) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def _download_subset(client, variant, root, split, ids, jobs, base, dry_run, progress):
+def _download_subset(
+    session: _Session, variant: str, split: str | None, ids: list[int] | None
+) -> DownloadReport:
+    root = session.root
     if variant not in ("full", "chunked", "csv"):
         raise DownloadError(
             f"--split/--ids fetch images of the 20k release out of {FULL_ZIP}; "
             f"the {variant} release cannot be fetched in part"
         )
-    remote = RemoteZip(client, file_url(FULL_ZIP, base), FULL_ZIP)
+    remote = RemoteZip(session.client, session.url(FULL_ZIP), FULL_ZIP)
     full_csv = root / STATE_DIR / "data.csv"
     _place(remote.read(CSV_IN_FULL_ZIP), full_csv)
     frame = read_data_csv(full_csv)
@@ -595,22 +613,16 @@ def _download_subset(client, variant, root, split, ids, jobs, base, dry_run, pro
         )
     )
     report.bytes_to_fetch = member_bytes
-    if dry_run:
+    if session.dry_run:
         return report
     _check_space(root, needed)
     records = {}
     with (
         _disk_full_reported(root, needed),
-        tqdm(
-            total=member_bytes,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"nights {split or 'ids'}",
-            disable=None if progress is None else not progress,
-        ) as bar,
+        session.bytes_bar(member_bytes, f"nights {split or 'ids'}") as bar,
     ):
-        for info, data in remote.iter_members([f"nights/{p}" for p in missing], jobs=jobs):
+        members = [f"nights/{p}" for p in missing]
+        for info, data in remote.iter_members(members, jobs=session.jobs):
             records[info.filename] = _place(data, root / info.filename)
             bar.update(info.compress_size)
         records["nights/data.csv"] = _place(

@@ -10,9 +10,10 @@ parallel. Each member's CRC-32 is checked as it is decompressed.
 Example::
 
     >>> from nights.remote_zip import RemoteZip
-    >>> archive = RemoteZip(client, "https://host/nights/nights.zip")       # doctest: +SKIP
-    >>> archive.read("nights/data.csv")[:2]                                  # doctest: +SKIP
-    b'id'
+    >>> from nights.transfer import HttpClient
+    >>> archive = RemoteZip(HttpClient(), mirror_url + "nights.zip")
+    >>> archive.read("nights/data.csv")[:9]
+    b'id,left_v'
 """
 
 from __future__ import annotations

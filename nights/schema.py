@@ -9,8 +9,8 @@ the columns they do not, and fail with the list of columns found when a required
 Example::
 
     >>> from nights.schema import read_data_csv
-    >>> frame = read_data_csv("nights/data.csv")          # doctest: +SKIP
-    >>> frame.dtypes["is_imagenet"], frame.dtypes["left_vote"]  # doctest: +SKIP
+    >>> frame = read_data_csv(sample_root / "nights" / "data.csv")
+    >>> frame.dtypes["is_imagenet"], frame.dtypes["left_vote"]
     (dtype('bool'), dtype('float64'))
 """
 
@@ -22,10 +22,12 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import SchemaError
+
+if TYPE_CHECKING:  # pandas loads with the first file read: `nights --help` needs none of it
+    import pandas as pd
 
 DATA_CSV_COLUMNS = (
     "id",
@@ -39,8 +41,18 @@ DATA_CSV_COLUMNS = (
     "is_imagenet",
     "prompt",
 )
-SPLITS = ("train", "val", "test")
+#: The values of the ``split`` column.
+SPLIT_VALUES = ("train", "val", "test")
+#: The splits a table can be cut into (``load_nights(split=...)``, ``--split``): the column's
+#: values, upstream's ``test_imagenet`` / ``test_no_imagenet`` and ``all``.
+SPLITS = (*SPLIT_VALUES, "test_imagenet", "test_no_imagenet", "all")
 JND_COLUMNS = ("id", "ref_path", "distort_path", "same", "votes")
+#: The image columns of a triplet table (each with a ``*_path`` column: the CSV's path).
+IMAGE_COLUMNS = ("ref", "left", "right")
+#: The image columns of a JND table.
+JND_IMAGE_COLUMNS = ("ref", "distort")
+#: The columns of a triplet table that carry the votes (no image).
+VOTE_COLUMNS = ("id", "left_vote", "right_vote", "votes", "split", "is_imagenet", "prompt")
 
 _MAX_REPORTED = 25
 _TRUE = {"true", "1", "yes", "y", "t", "1.0"}
@@ -101,9 +113,34 @@ def parse_relative_path(text: str) -> str:
 
 
 def parse_split(text: str) -> str:
-    if text not in SPLITS:
-        raise ValueError(f"is not a split (expected one of {', '.join(SPLITS)})")
+    if text not in SPLIT_VALUES:
+        raise ValueError(f"is not a split (expected one of {', '.join(SPLIT_VALUES)})")
     return text
+
+
+def split_mask(split: str, splits, is_imagenet):
+    """Which rows belong to ``split`` (one of :data:`SPLITS`), as a boolean array, from the
+    ``split`` and ``is_imagenet`` columns: ``test_imagenet`` / ``test_no_imagenet`` are the
+    test rows with and without ``is_imagenet`` (a null counts as without).
+
+    Example::
+
+        >>> split_mask("test_imagenet", ["test", "train", "test"], [True, True, None]).tolist()
+        [True, False, False]
+    """
+    import numpy as np
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    splits = np.asarray(splits)
+    if split == "all":
+        return np.ones(len(splits), dtype=bool)
+    base = "test" if split.startswith("test") else split
+    mask = splits == base
+    if split != base:
+        imagenet = np.asarray(is_imagenet) == True  # noqa: E712 (nulls count as False)
+        mask &= imagenet if split == "test_imagenet" else ~imagenet
+    return mask
 
 
 def parse_text(text: str) -> str:
@@ -262,6 +299,8 @@ def read_data_csv(path: str | os.PathLike, *, keep_extra_columns: bool = False) 
     problems.raise_if_any("data.csv")
     if not columns["id"]:
         raise SchemaError(f"{path}: the header is there but there are no rows")
+    import pandas as pd
+
     frame = pd.DataFrame(columns)
     frame = frame[list(DATA_CSV_COLUMNS) + [c for c in header if c not in DATA_CSV_COLUMNS]]
     return frame.astype(
@@ -273,6 +312,41 @@ def read_data_csv(path: str | os.PathLike, *, keep_extra_columns: bool = False) 
             "is_imagenet": "bool",
         }
     )
+
+
+def arrow_features(variant: str, extra_columns=()):
+    """The ``datasets.Features`` of a built table: ``id``, the image columns, the CSV's typed
+    columns (JND: ``same, votes``), the paths as written, then ``extra_columns`` (the unknown
+    columns of a tolerant read) as strings.
+
+    Example::
+
+        >>> list(arrow_features("jnd"))
+        ['id', 'ref', 'distort', 'same', 'votes', 'ref_path', 'distort_path']
+    """
+    from datasets import Features, Image, Value
+
+    if variant == "jnd":
+        images, typed = JND_IMAGE_COLUMNS, {"same": "float64", "votes": "int64"}
+    else:
+        images = IMAGE_COLUMNS
+        typed = {
+            "left_vote": "float64",
+            "right_vote": "float64",
+            "votes": "int64",
+            "split": "string",
+            "is_imagenet": "bool",
+            "prompt": "string",
+        }
+    fields = {
+        "id": Value("int64"),
+        **{name: Image() for name in images},
+        **{name: Value(dtype) for name, dtype in typed.items()},
+        **{f"{name}_path": Value("string") for name in images},
+    }
+    for name in extra_columns:
+        fields.setdefault(name, Value("string"))
+    return Features(fields)
 
 
 # -- tolerant readers for files whose schema is not published --
@@ -403,6 +477,8 @@ def _read_tolerant(
     problems.raise_if_any(what)
     if not lines:
         raise SchemaError(f"{path}: the header is there but there are no rows")
+    import pandas as pd
+
     frame = pd.DataFrame(columns)
     frame["_line"] = lines
     return frame, header
@@ -497,6 +573,8 @@ def read_jnd_csv(path: str | os.PathLike) -> pd.DataFrame:
     Returns columns ``id, ref_path, distort_path, same, votes`` (``same``: fraction of "same"
     answers) followed by any unknown columns.
     """
+    import pandas as pd
+
     path = Path(path)
     frame, header = _read_tolerant(path, JND_ALIASES, "jnd_votes.csv", _JND_REQUIRED)
     wide = {"left_path", "right_path", "left_same", "right_same"} <= set(frame.columns)

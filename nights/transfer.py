@@ -31,6 +31,7 @@ from pathlib import Path
 import requests
 import urllib3
 
+from ._files import write_atomic
 from .errors import DownloadError
 
 logger = logging.getLogger(__name__)
@@ -252,9 +253,7 @@ class FileDownload:
                 "ranges": ranges,
                 "segments": [[s.start, s.end, s.done] for s in segments],
             }
-            temporary = self.state_path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(payload))
-            os.replace(temporary, self.state_path)
+            write_atomic(self.state_path, json.dumps(payload))
 
     def remaining_bytes(self, info: RemoteInfo) -> int | None:
         """Bytes still to fetch, counting what an earlier try finished."""

@@ -3,8 +3,16 @@
 Example::
 
     >>> from nights.verify import verify_folder
-    >>> report = verify_folder("~/data/nights")          # doctest: +SKIP
-    >>> report.ok, report.summary()                      # doctest: +SKIP
+    >>> report = verify_folder(sample_root, progress=False)
+    >>> report.ok, report.rows
+    (True, 120)
+    >>> print(report.summary())
+    CSV: .../nights/data.csv
+    images under: .../nights
+    rows: 120
+    images checked: 360 (... MB)
+      360 x 48x48 RGB
+    OK
 """
 
 from __future__ import annotations
@@ -14,8 +22,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
+from ._progress import progress_bar
 from .errors import SchemaError
 from .images import inspect_image
 from .table import Source, read_source_csv, resolve_source
@@ -131,12 +138,7 @@ def verify_folder(
                 paths,
                 pool.map(
                     lambda rel: inspect_image(source.image_root / rel, decode),
-                    tqdm(
-                        paths,
-                        desc="verifying images",
-                        unit="img",
-                        disable=None if progress is None else not progress,
-                    ),
+                    progress_bar(paths, progress=progress, desc="verifying images", unit="img"),
                 ),
             )
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -23,9 +22,10 @@ from nights import DownloadError, IntegrityError, load_nights, make_synthetic_ni
 from nights.cli import main
 from nights.download import STATE_DIR, check_manifest, download, read_manifest
 from nights.remote_zip import RemoteZip, group_members
-from nights.testing import Fault, ReleaseServer, make_release_archives
 from nights.transfer import HttpClient, RetryPolicy
 from nights.verify import verify_folder
+
+from .servers import Fault, ReleaseServer, make_release_archives
 
 
 @pytest.fixture(scope="module")
@@ -247,11 +247,26 @@ def test_redirect_to_a_mirror(server, mirror, sample, tmp_path):
 
 
 def test_a_second_download_on_the_same_folder_is_refused(server, tmp_path):
-    (tmp_path / STATE_DIR).mkdir(parents=True)
-    with open(tmp_path / STATE_DIR / "lock", "a+") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(DownloadError, match="another download is running"):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from nights.download import _exclusive\n"
+            "with _exclusive(Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()",
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(DownloadError, match=rf"another download is running .*pid {holder.pid}"):
             download("jnd", tmp_path, base_url=server.url, client=fast_client())
+    finally:
+        holder.communicate("")
+    download("jnd", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert (tmp_path / "jnd_votes.csv").is_file()  # the lock went with its holder
 
 
 def test_free_space_check_gives_the_numbers(server, tmp_path, monkeypatch):

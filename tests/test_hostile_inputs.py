@@ -32,8 +32,9 @@ from nights.schema import (
     read_jnd_csv,
     read_raw_csv,
 )
-from nights.testing import ReleaseServer
 from nights.transfer import HttpClient, RetryPolicy
+
+from .servers import ReleaseServer
 
 READERS = (read_data_csv, read_raw_csv, read_jnd_csv)
 FAST = settings(

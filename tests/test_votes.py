@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import nights.votes
+import nights.splits
 from nights import NightsError, load_nights
 from nights.schema import DATA_CSV_COLUMNS
-from nights.votes import agreement_stats, filter_votes, write_split
+from nights.splits import write_split
+from nights.votes import agreement_stats, filter_votes
 
 
 @pytest.fixture
@@ -161,7 +162,7 @@ def test_existing_output_is_kept_unless_overwrite(every_row, tmp_path):
 def test_interrupted_write_leaves_nothing_that_looks_complete(every_row, tmp_path, monkeypatch):
     out = write_split(filter_votes(every_row, ids=every_row["id"][:2]), tmp_path / "o")
     calls = []
-    real_place = nights.votes._place_file
+    real_place = nights.splits._place_file
 
     def fail_midway(source, target, link):
         calls.append(target)
@@ -169,7 +170,7 @@ def test_interrupted_write_leaves_nothing_that_looks_complete(every_row, tmp_pat
             raise OSError("disk full")
         return real_place(source, target, link)
 
-    monkeypatch.setattr(nights.votes, "_place_file", fail_midway)
+    monkeypatch.setattr(nights.splits, "_place_file", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         write_split(every_row, tmp_path / "new")
     with pytest.raises(OSError, match="disk full"):
@@ -244,16 +245,16 @@ def test_a_killed_write_leaves_a_partial_folder_that_the_next_write_removes(
     out = tmp_path / "strict"
     script = (
         "import sys, time\n"
-        "import nights.votes as votes\n"
+        "import nights.splits as splits\n"
         "from nights import load_nights\n"
-        "real = votes._place_file\n"
+        "real = splits._place_file\n"
         "def slow(*args):\n"
         "    time.sleep(0.2)\n"
         "    return real(*args)\n"
-        "votes._place_file = slow\n"
+        "splits._place_file = slow\n"
         f"table = load_nights('all', root={str(sample_home)!r}, min_votes=None,"
         f" cache_dir={str(cache_dir)!r})\n"
-        f"votes.write_split(table, {str(out)!r})\n"
+        f"splits.write_split(table, {str(out)!r})\n"
     )
     writer = subprocess.Popen([sys.executable, "-c", script])
     partial = tmp_path / f".strict.partial-{writer.pid}"
