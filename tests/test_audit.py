@@ -575,9 +575,10 @@ from nights.audit import run_audit
 
 result = run_audit(["psnr"], root=sys.argv[1], split="all", min_votes=None, out=sys.argv[2],
                    cache=sys.argv[3], num_workers=0, report=False, progress=False)
-print(json.dumps({"rank": os.environ["RANK"], "main": result.main_process,
-                  "two_afc": result.summary["metrics"]["psnr"]["overall"]["two_afc"],
-                  "rows": len(result.audit)}))
+with open(os.path.join(sys.argv[4], "rank" + os.environ["RANK"] + ".json"), "w") as f:
+    json.dump({"rank": os.environ["RANK"], "main": result.main_process,
+               "two_afc": result.summary["metrics"]["psnr"]["overall"]["two_afc"],
+               "rows": len(result.audit)}, f)
 """
 
 
@@ -592,6 +593,7 @@ def test_every_rank_of_a_launch_gets_the_merged_result(sample_home, tmp_path):
             str(sample_home),
             str(tmp_path / "out"),
             str(tmp_path / "c.db"),
+            str(tmp_path),
         ],
         env={**os.environ, "NIGHTS_HOME": str(tmp_path / "home")},
         capture_output=True,
@@ -599,10 +601,8 @@ def test_every_rank_of_a_launch_gets_the_merged_result(sample_home, tmp_path):
         timeout=600,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
-    results = sorted(
-        (json.loads(line) for line in launched.stdout.splitlines() if line.startswith("{")),
-        key=lambda result: result["rank"],
-    )
+    # one file per rank: two ranks printing to one pipe can interleave their lines
+    results = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
     assert [(r["rank"], r["main"]) for r in results] == [("0", True), ("1", False)]
     assert results[0]["two_afc"] == results[1]["two_afc"]
     assert (
