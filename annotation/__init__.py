@@ -2,21 +2,53 @@
 
 Campaigns and their SQLite store (:mod:`annotation.campaign`), the collection app
 (:mod:`annotation.server`), importers from other platforms (:mod:`annotation.importers`),
-collection policies (:mod:`annotation.policies`) and aggregation on crowd-kit
-(:mod:`annotation.aggregate`). Imports ``nights`` for the table and ``write_split`` only.
+collection policies (:mod:`annotation.policies`), aggregation on crowd-kit
+(:mod:`annotation.aggregate`) and one exception family (:mod:`annotation.errors`). Imports
+``nights`` for the table, image checks, errors and ``write_split`` only.
 """
 
-from .aggregate import aggregate, krippendorff_alpha, merge_into_split, vote_counts, worker_quality
-from .importers import VOTE_COLUMNS, VoteImportError, read_votes
-from .policies import BetaBinomialStop, NightsScheme, plan
+from nights._lazy import lazy_attributes
+
+from .aggregate import (
+    aggregate,
+    keep_qualified_workers,
+    krippendorff_alpha,
+    merge_into_split,
+    vote_counts,
+    worker_quality,
+)
+from .errors import AnnotationError, CampaignError, ParticipantError, VoteImportError
+
+# Loaded when first asked for: they import pandas, and `nights --help` imports annotation.cli
+# (so this package) to list `nights annotate`.
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "VOTE_COLUMNS": "importers",
+        "read_votes": "importers",
+        "POLICIES": "policies",
+        "BetaBinomialStop": "policies",
+        "NightsScheme": "policies",
+        "TargetVotes": "policies",
+        "make_policy": "policies",
+        "plan": "policies",
+    },
+)
 
 __all__ = [
+    "POLICIES",
     "VOTE_COLUMNS",
+    "AnnotationError",
     "BetaBinomialStop",
+    "CampaignError",
     "NightsScheme",
+    "ParticipantError",
+    "TargetVotes",
     "VoteImportError",
     "aggregate",
+    "keep_qualified_workers",
     "krippendorff_alpha",
+    "make_policy",
     "merge_into_split",
     "plan",
     "read_votes",

@@ -12,14 +12,18 @@ Example::
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # loaded by the functions: `nights --help` imports this package
+    import pandas as pd
 
 METHODS = ("majority", "dawid_skene", "glad")
 
 
 def vote_counts(votes: pd.DataFrame) -> pd.DataFrame:
     """Per task: ``votes``, ``left_vote``, ``right_vote`` (fractions of the stored sides)."""
+    import pandas as pd
+
     counts = votes.groupby(["task", "label"]).size().unstack(fill_value=0)
     for side in ("left", "right"):
         if side not in counts:
@@ -37,6 +41,8 @@ def vote_counts(votes: pd.DataFrame) -> pd.DataFrame:
 def aggregate(votes: pd.DataFrame, method: str = "majority", n_iter: int = 100) -> pd.DataFrame:
     """Per task: the raw counts (:func:`vote_counts`) and the method's ``p_right`` and
     ``label`` (majority vote, Dawid-Skene or GLAD from crowd-kit)."""
+    import numpy as np
+    import pandas as pd
     from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
 
     if method not in METHODS:
@@ -79,13 +85,20 @@ def worker_quality(
     min_rt_ms: float | None = None,
 ) -> pd.DataFrame:
     """One row per worker: answers, sentinel accuracy, self-consistency on repeated tasks,
-    median response time, and ``excluded`` with the reasons.
+    median response time (``median_rt_ms``, as the client reported it, and
+    ``median_server_ms``, as the server measured it, for campaign votes), and ``excluded``
+    with the reasons.
 
     Sentinels (answer known: one candidate is the reference) come from ``sentinels`` (task id
     -> correct side) or, for a campaign export, from the rows of kind ``sentinel`` with their
     ``expected`` side. Self-consistency is the share of tasks answered more than once (kinds
-    ``2afc``/``repeat`` in an export) that got the same answer every time.
+    ``2afc``/``repeat`` in an export) that got the same answer every time. A worker is a
+    speeder when their median time is under ``min_rt_ms``: the server's time when the votes
+    have it (a client can report any ``rt_ms``), the reported one otherwise.
     """
+    import numpy as np
+    import pandas as pd
+
     kind = votes["kind"] if "kind" in votes else pd.Series("2afc", index=votes.index)
     if "expected" in votes and (kind == "sentinel").any():
         checks = votes[kind == "sentinel"]
@@ -107,20 +120,43 @@ def worker_quality(
         )
         repeated = repeated[repeated["size"] > 1]
         row["consistency"] = float((repeated["nunique"] == 1).mean()) if len(repeated) else np.nan
-        row["median_rt_ms"] = (
-            float(answers["rt_ms"].median()) if answers["rt_ms"].notna().any() else np.nan
-        )
+        row["median_rt_ms"] = _median(answers, "rt_ms")
+        if "server_ms" in votes:
+            row["median_server_ms"] = _median(answers, "server_ms")
+        speed = row.get("median_server_ms", np.nan)
+        speed = row["median_rt_ms"] if np.isnan(speed) else speed
         reasons = []
         if checks is not None and row["sentinel_accuracy"] < min_sentinel_accuracy:
             reasons.append("sentinels")
         if row["consistency"] < min_consistency:
             reasons.append("inconsistent")
-        if min_rt_ms is not None and row["median_rt_ms"] < min_rt_ms:
+        if min_rt_ms is not None and speed < min_rt_ms:
             reasons.append("speeder")
         row["excluded"] = bool(reasons)
         row["reasons"] = ",".join(reasons)
         rows.append(row)
     return pd.DataFrame(rows).set_index("worker")
+
+
+def keep_qualified_workers(
+    votes: pd.DataFrame, min_rt_ms: float | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The 2AFC answers of the workers who pass :func:`worker_quality` (sentinels and repeats
+    when the votes come from a campaign export, speed always), and the quality rows of the
+    workers left out (their ``reasons`` say why)."""
+    quality = worker_quality(votes, min_rt_ms=min_rt_ms)
+    flagged = quality[quality["excluded"]]
+    if "kind" in votes:
+        votes = votes[votes["kind"] == "2afc"]
+    return votes[~votes["worker"].isin(flagged.index)], flagged
+
+
+def _median(answers: pd.DataFrame, column: str) -> float:
+    import numpy as np
+    import pandas as pd
+
+    values = pd.to_numeric(answers[column], errors="coerce")
+    return float(values.median()) if values.notna().any() else np.nan
 
 
 def merge_into_split(
@@ -133,10 +169,11 @@ def merge_into_split(
     **options,
 ):
     """Writes the triplets of ``per_triplet`` with their new votes as a split (via
-    :func:`nights.votes.write_split`, provenance included). ``table`` is the triplet table the
+    :func:`nights.splits.write_split`, provenance included). ``table`` is the triplet table the
     tasks refer to (``nights.load_nights("all", min_votes=None)``)."""
+    from nights.splits import write_split
     from nights.table import table_meta, with_step
-    from nights.votes import filter_votes, write_split
+    from nights.votes import filter_votes
 
     ids = [int(i) for i in per_triplet.index]
     missing = sorted(set(ids) - set(table["id"]))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 import os
 import re
@@ -34,12 +35,11 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import unquote
 
-from tqdm.auto import tqdm
-
 from . import _paths
-from ._files import exclusive_lock, write_json_atomic
+from ._files import file_lock, write_atomic
+from ._progress import progress_bar
 from .errors import DatasetNotFoundError, IntegrityError, NightsError
-from .schema import DATA_CSV_COLUMNS, parse_relative_path
+from .schema import DATA_CSV_COLUMNS, IMAGE_COLUMNS, JND_IMAGE_COLUMNS, parse_relative_path
 
 HUB_PREFIX = "hf://datasets/"
 CARD = "README.md"
@@ -48,8 +48,7 @@ DATA_DIR = "data"
 HUB_FORMAT = "hub"
 # Configs of the release variants; "nights" reads the repository's default config.
 VARIANT_CONFIGS = {"nights": "default", "unfiltered": "unfiltered", "jnd": "jnd"}
-IMAGE_COLUMNS = {"nights": ("ref", "left", "right"), "unfiltered": ("ref", "left", "right")}
-IMAGE_COLUMNS["jnd"] = ("ref", "distort")
+IMAGES_OF_VARIANT = {"nights": IMAGE_COLUMNS, "unfiltered": IMAGE_COLUMNS, "jnd": JND_IMAGE_COLUMNS}
 _RELEASE_DIRS = {
     "nights": (_paths.NIGHTS_DIR, _paths.DATA_CSV),
     "unfiltered": (_paths.UNFILTERED_DIR, _paths.RAW_CSV),
@@ -170,7 +169,7 @@ def materialize(
     reader = _HubReader.open(root, variant)
     base = Path(home).expanduser() if home else _paths.nights_home() / "hub"
     final = base / f"{reader.slug}-{reader.config}-{reader.key[:16]}"
-    with exclusive_lock(base / f".{final.name}.lock"):
+    with file_lock(base / f".{final.name}.lock"):
         if (final / ".complete").is_file():
             return final
         partial = base / f".{final.name}.partial"
@@ -178,7 +177,9 @@ def materialize(
         partial.mkdir(parents=True)
         try:
             _write_release(reader, partial, progress)
-            write_json_atomic(partial / ".complete", {"source": reader.label, "key": reader.key})
+            write_atomic(
+                partial / ".complete", json.dumps({"source": reader.label, "key": reader.key})
+            )
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
         finally:
@@ -327,14 +328,12 @@ def _write_release(reader: _HubReader, out: Path, progress: bool | None) -> None
     folder_name, csv_name = _RELEASE_DIRS[variant]
     image_root = out / folder_name
     csv_path = image_root / csv_name if csv_name else out / _paths.JND_CSV
-    image_columns = IMAGE_COLUMNS[variant]
+    image_columns = IMAGES_OF_VARIANT[variant]
     written: dict[str, str] = {}
     records: list[dict] = []
     columns: list[str] | None = None
-    bar = tqdm(
-        desc=f"reading {reader.label} ({reader.config})",
-        unit="row",
-        disable=None if progress is None else not progress,
+    bar = progress_bar(
+        progress=progress, desc=f"reading {reader.label} ({reader.config})", unit="row"
     )
     with ThreadPoolExecutor(8) as pool:
         for split_name, batches in reader.rows.items():

@@ -69,20 +69,33 @@ class _HubError(Exception):
 
 
 class FakeHub:
-    """The server; ``repos`` and ``log`` (method, path, status) are open for assertions."""
+    """The server; ``repos`` and ``log`` (method, path) are open for assertions."""
 
-    def __init__(self, tokens: dict[str, str] | None = None, model_names_block_datasets=True):
+    def __init__(
+        self,
+        models: dict[str, dict[str, dict[str, bytes]]] | None = None,
+        tokens: dict[str, str] | None = None,
+        model_names_block_datasets: bool = True,
+    ):
+        """``models[repo][revision] = {filename: bytes}``: public model repositories, each
+        revision a branch; ``tokens``: token -> user name."""
         self.tokens = dict(tokens or {})
         self.model_names_block_datasets = model_names_block_datasets
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs: dict[str, bytes] = {}
-        self.log: list[tuple[str, str, int]] = []
+        self.log: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self._counter = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.hub = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        for repo_id, revisions in (models or {}).items():
+            repo = self.add_repo("model", repo_id, revisions.get("main", {}))
+            for revision, files in revisions.items():
+                if revision != "main":
+                    repo.branches[revision] = repo.branches["main"]
+                    self._commit(repo, revision, self._blobs(files))
 
     @property
     def url(self) -> str:
@@ -99,10 +112,12 @@ class FakeHub:
 
     def add_repo(self, kind: str, repo_id: str, files: dict[str, bytes], private=False) -> Repo:
         repo = self._create(kind, repo_id, private)
-        self._commit(
-            repo, "main", {p: Blob(d, p.endswith(_LFS_SUFFIXES)) for p, d in files.items()}
-        )
+        self._commit(repo, "main", self._blobs(files))
         return repo
+
+    @staticmethod
+    def _blobs(files: dict[str, bytes]) -> dict[str, Blob]:
+        return {path: Blob(data, path.endswith(_LFS_SUFFIXES)) for path, data in files.items()}
 
     def files(self, kind: str, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         repo = self.repos[(kind, repo_id)]
@@ -162,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Content-Type": "application/json", "X-Error-Message": error.message}
             if error.code:
                 headers["X-Error-Code"] = error.code
-        self.hub.log.append((method, url.path, status))
+        self.hub.log.append((method, url.path))
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)

@@ -19,7 +19,8 @@ import nights.publish._folder as folder_module
 from nights import IntegrityError, NightsError, load_jnd, load_nights
 from nights.hub import HubId, parse_hub_id
 from nights.publish import SplitSet, validate_hub_folder, write_hub_folder
-from nights.votes import filter_votes, write_split
+from nights.splits import write_split
+from nights.votes import filter_votes
 
 IMAGES = {"default": ("ref", "left", "right"), "unfiltered": ("ref", "left", "right")}
 IMAGES["jnd"] = ("ref", "distort")
@@ -560,7 +561,7 @@ def test_push_errors_are_one_line_and_upload_nothing(hub, hub_folder, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("nights publish: error:"), result.stderr
         assert message in lines[0], lines[0]
-        uploads = [p for m, p, s in hub.log[before:] if "/preupload/" in p or "/commit/" in p]
+        uploads = [p for _, p in hub.log[before:] if "/preupload/" in p or "/commit/" in p]
         assert uploads == []
     assert ("dataset", "alice/broken") not in hub.repos and (
         "dataset",

@@ -20,9 +20,9 @@ if importlib.util.find_spec("fiftyone") is None:
 
 from nights import load_nights  # noqa: E402
 from nights.cli import main  # noqa: E402
-from nights.testing import fiftyone_mongod, free_port, mongo_server  # noqa: E402
 
 from .conftest import ARTIFACTS, launch_chromium  # noqa: E402
+from .servers import fiftyone_mongod, free_port, mongo_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,22 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
-from .._files import exclusive_lock, file_sha256, write_json_atomic
+from .._files import file_lock, file_sha256, write_atomic
+from .._progress import progress_bar
 from ..errors import IntegrityError, NightsError
 from ..hub import (
     CARD,
     DATA_DIR,
     HUB_FORMAT,
-    IMAGE_COLUMNS,
+    IMAGES_OF_VARIANT,
     PROVENANCE,
     VARIANT_CONFIGS,
     default_config,
     first_line,
     read_card_configs,
 )
-from ..schema import SPLITS
+from ..schema import SPLIT_VALUES
 from ..table import VARIANTS, load_jnd, load_nights, resolve_source, table_meta
 
 # Row groups: at most this many rows or bytes (datasets' own push_to_hub caps row groups at
@@ -94,7 +94,7 @@ class _Config:
 
     def __post_init__(self):
         self.image_columns = tuple(
-            c for c in IMAGE_COLUMNS[self.variant] if c in self.table.features
+            c for c in IMAGES_OF_VARIANT[self.variant] if c in self.table.features
         )
         self.root = table_meta(self.table).get("root")
 
@@ -139,12 +139,12 @@ def write_hub_folder(
 
     Example::
 
-        >>> from nights.publish import write_hub_folder
-        >>> from nights.synthetic import ensure_sample
-        >>> result = write_hub_folder("/tmp/nights-hub", root=ensure_sample(),
-        ...                           overwrite=True, progress=False)         # doctest: +SKIP
-        >>> sorted(result.configs)                                            # doctest: +SKIP
-        ['default', 'jnd', 'unfiltered']
+        >>> from nights.publish import validate_hub_folder, write_hub_folder
+        >>> result = write_hub_folder(scratch / "hub", root=sample_root, progress=False)
+        >>> sorted(result.configs), sum(result.configs["default"].values())
+        (['default', 'jnd', 'unfiltered'], 120)
+        >>> validate_hub_folder(scratch / "hub").files
+        5
     """
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
@@ -152,7 +152,7 @@ def write_hub_folder(
     configs = _gather_configs(root, variants, split_sets, cache_dir, progress)
     _refuse_own_source(out, configs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out.parent / f".{out.name}.lock"):
+    with file_lock(out.parent / f".{out.name}.lock"):
         partial = out.parent / f".{out.name}.partial"
         state = _ResumeState(partial, _resume_key(configs))
         written = {}
@@ -240,7 +240,7 @@ def _split_set_config(split_set: SplitSet, cache_dir, progress) -> _Config:
     except json.JSONDecodeError as error:
         raise NightsError(f"{record_path}: not JSON ({error})") from None
     source = recorded.get("source") or {}
-    variant = source.get("variant") if source.get("variant") in IMAGE_COLUMNS else "nights"
+    variant = source.get("variant") if source.get("variant") in IMAGES_OF_VARIANT else "nights"
     image_size = source.get("image_size")
     if recorded.get("format") == "nights":
         table = load_nights(
@@ -298,7 +298,9 @@ def _split_indices(table) -> dict[str, np.ndarray]:
         values = np.array(["train" if v is None else str(v) for v in values], dtype=object)
     else:
         values = np.array(["train"] * len(table), dtype=object)
-    names = sorted(set(values), key=lambda s: (SPLITS.index(s) if s in SPLITS else 99, s))
+    names = sorted(
+        set(values), key=lambda s: (SPLIT_VALUES.index(s) if s in SPLIT_VALUES else 99, s)
+    )
     for name in names:
         if not _SPLIT_NAME.match(name):
             raise NightsError(
@@ -330,7 +332,7 @@ class _ResumeState:
 
     def save(self, config: str, split: str, record: dict) -> None:
         self.state["splits"][f"{config}/{split}"] = record
-        write_json_atomic(self.path, self.state)
+        write_atomic(self.path, json.dumps(self.state))
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -361,11 +363,8 @@ def _write_config(config: _Config, partial: Path, state: _ResumeState, progress)
         if "votes" in config.table.column_names and config.variant != "jnd"
         else None
     )
-    bar = tqdm(
-        total=len(config.table),
-        desc=f"writing {config.name}",
-        unit="row",
-        disable=None if progress is None else not progress,
+    bar = progress_bar(
+        total=len(config.table), progress=progress, desc=f"writing {config.name}", unit="row"
     )
     for split, indices in _split_indices(config.table).items():
         record = state.split(config.name, split)
@@ -672,7 +671,7 @@ def _resolve_like_datasets(folder: Path, name: str, config: dict, problems: list
         for split, paths in (builder.config.data_files or {}).items()
     }
     features = builder.info.features
-    for column in IMAGE_COLUMNS.get(config.get("variant"), ()):
+    for column in IMAGES_OF_VARIANT.get(config.get("variant"), ()):
         if type((features or {}).get(column)).__name__ != "Image":
             problems.append(f"{name}: datasets would not read {column!r} as an Image")
     return resolved, features
