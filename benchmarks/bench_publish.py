@@ -46,7 +46,7 @@ def child(job: str, sample: Path, out: Path) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # the peak of this job, not of the parent's
     from nights import load_nights
     from nights.publish import validate_hub_folder, write_hub_folder
-    from nights.votes import write_split
+    from nights.splits import write_split
 
     started = time.perf_counter()
     if job == "baseline":
