@@ -39,3 +39,8 @@ class DownloadError(NightsError):
 
 class DatasetNotFoundError(NightsError, FileNotFoundError):
     """No NIGHTS data at the place looked in."""
+
+
+class MetricError(NightsError, ValueError):
+    """A metric cannot be named, loaded or run: an unknown name, a plugin that fails, a
+    function that returns the wrong shape."""
