@@ -1,4 +1,8 @@
-"""``python -m dreamsim download VARIANT [--cache-dir DIR]``: fetch a variant's official zip."""
+"""``python -m dreamsim download VARIANT [--cache-dir DIR]``: fetch a variant's official zip.
+
+``python -m dreamsim export VARIANT OUT [--format onnx|safetensors] [--precision fp32|int8]``:
+write the variant with its LoRA merged, as an ONNX graph or one safetensors file.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,25 @@ import sys
 from .errors import DreamSimError
 from .variants import VARIANTS
 from .weights import checkpoint_folder
+
+EXPORT_FORMATS = ("onnx", "safetensors")  # dreamsim.exporter.FORMATS, without importing torch
+
+
+def export_variant(args: argparse.Namespace) -> str:
+    """Builds the variant on CPU and writes it; returns what to print."""
+    from .exporter import export
+    from .model import dreamsim
+
+    model, _ = dreamsim(
+        cache_dir=args.cache_dir,
+        dreamsim_type=args.variant.removesuffix("_patch"),
+        use_patch_model=args.variant.endswith("_patch"),
+        device="cpu",
+        normalize_embeds=not args.no_normalize,
+        download=False,
+    )
+    path = export(model, args.out, format=args.format, precision=args.precision)
+    return f"{args.variant}: {args.format} ({args.precision}) written to {path}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +45,34 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="destination (default: $DREAMSIM_HOME or ~/.cache/dreamsim)",
     )
+    export = commands.add_parser(
+        "export", help="write a variant with its LoRA merged (ONNX graph or one safetensors)"
+    )
+    export.add_argument("variant", choices=list(VARIANTS))
+    export.add_argument("out", help="the file to write")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
+    export.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: ONNX Runtime's dynamic quantization of the linear layers (onnx only)",
+    )
+    export.add_argument(
+        "--cache-dir", default=None, help="the release files (default: $DREAMSIM_HOME)"
+    )
+    export.add_argument(
+        "--no-normalize", action="store_true", help="raw embeddings (normalize_embeds=False)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "export":
+        if args.precision == "int8" and args.format != "onnx":
+            parser.error("--precision int8 quantizes ONNX graphs only (--format onnx)")
+        try:
+            print(export_variant(args))
+        except (DreamSimError, ValueError) as error:
+            print(f"{parser.prog} export: error: {error}", file=sys.stderr)
+            return 2
+        return 0
     try:
         folder = checkpoint_folder(VARIANTS[args.variant], args.cache_dir, download=True)
     except DreamSimError as error:

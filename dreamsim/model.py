@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -13,6 +14,7 @@ from torch import nn
 
 from .backbones import build_vit
 from .lora import merge_adapter, wrap_with_peft
+from .precision import resolve_precision, with_precision
 from .variants import Backbone, Variant, resolve_variant
 from .weights import backbone_state, checkpoint_folder, weights_id
 
@@ -41,6 +43,15 @@ class Branch(nn.Module):
         return tokens  # cls_patch: every token of the last block
 
 
+def embedding_distance(embed_a: torch.Tensor, embed_b: torch.Tensor, is_patch: bool):
+    """``1 - cos`` of two embeddings; patch tokens ``[B, T, D]`` compare as the concatenation
+    of the CLS token and the mean of the patch tokens."""
+    if is_patch:
+        embed_a = torch.cat([embed_a[:, 0], embed_a[:, 1:].mean(dim=1)], dim=-1)
+        embed_b = torch.cat([embed_b[:, 0], embed_b[:, 1:].mean(dim=1)], dim=-1)
+    return 1 - nn.functional.cosine_similarity(embed_a, embed_b, dim=-1)
+
+
 def normalize_embedding(embedding: torch.Tensor) -> torch.Tensor:
     """Mean over the feature dimension subtracted, then L2-normalised (per token for 3-D)."""
     centred = embedding - embedding.mean(dim=-1, keepdim=True)
@@ -60,6 +71,30 @@ class DreamSim(nn.Module):
         self.normalize_embeds = normalize_embeds
         self.is_patch = variant.is_patch
         self.autocast_dtype: torch.dtype | None = None
+        self.quantized = False  # int8 linear layers (see dreamsim.precision)
+        self._weights_id = ""
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16``, ``fp16`` (autocast) or ``int8`` (quantized linear layers)."""
+        if self.quantized:
+            return "int8"
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.autocast_dtype, "fp32")
+
+    @property
+    def weights_id(self) -> str:
+        """Fingerprint of the weights (score caches key on it); names the precision unless
+        fp32, so that scores of a reduced precision never stand in for exact ones."""
+        precision = self.precision
+        return self._weights_id if precision == "fp32" else f"{self._weights_id}-{precision}"
+
+    @weights_id.setter
+    def weights_id(self, value: str) -> None:
+        self._weights_id = value
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def _autocast(self, images: torch.Tensor):
         if self.autocast_dtype is None:
@@ -80,10 +115,7 @@ class DreamSim(nn.Module):
         self, embed_a: torch.Tensor, embed_b: torch.Tensor
     ) -> torch.Tensor:
         """``1 - cos`` of two embeddings (patch variants: concat of CLS and mean patch)."""
-        if self.is_patch:
-            embed_a = torch.cat([embed_a[:, 0], embed_a[:, 1:].mean(dim=1)], dim=-1)
-            embed_b = torch.cat([embed_b[:, 0], embed_b[:, 1:].mean(dim=1)], dim=-1)
-        return 1 - nn.functional.cosine_similarity(embed_a, embed_b, dim=-1)
+        return embedding_distance(embed_a, embed_b, self.is_patch)
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         return self.distance_from_embeddings(self.embed(images_a), self.embed(images_b))
@@ -142,6 +174,7 @@ def dreamsim(
     verify: bool = True,
     download: bool = True,
     progress: bool | None = None,
+    precision: str | None = None,
 ):
     """Builds DreamSim; the same call and the same numbers as upstream's ``dreamsim()``.
 
@@ -150,18 +183,23 @@ def dreamsim(
             in ``cache_dir``. False: the untuned backbones, and never any network access.
         device: default CUDA, else MPS, else CPU.
         cache_dir: folder with the release files or zip, or the zip (default
-            ``$DREAMSIM_HOME``, else ``~/.cache/dreamsim``).
+            ``$DREAMSIM_HOME``, else ``~/.cache/dreamsim``); or a merged ``.safetensors``
+            file written by :func:`~dreamsim.export` (see :func:`~dreamsim.load_merged`).
         normalize_embeds: centre and L2-normalise embeddings (upstream's default here).
         dreamsim_type: ``ensemble``, ``dino_vitb16``, ``clip_vitb32``, ``open_clip_vitb32``,
             ``dinov2_vitb14`` or ``synclr_vitb16``.
         use_patch_model: the CLS + patch variants (dino_vitb16, dinov2_vitb14).
         dtype: run the backbones under ``torch.autocast`` with this dtype (``torch.bfloat16``
-            or ``torch.float16`` on CUDA); embeddings come back as float32.
+            on CPU or CUDA, ``torch.float16`` on CUDA); embeddings come back as float32.
+            The same as ``precision="bf16"`` / ``"fp16"``.
         merge: merge LoRA into the weights (default); False keeps PEFT layers (for training).
         compile: ``torch.compile`` each backbone.
         verify: check the files against the recorded sha256 manifest.
         download: False never downloads, even with ``pretrained=True`` (missing files are an
             error that says how to get them).
+        precision: ``fp32`` (default, exact), ``bf16``, ``fp16`` (autocast) or ``int8``
+            (linear layers quantized, CPU only); see :mod:`dreamsim.precision`. The model's
+            ``precision`` and ``weights_id`` name it.
 
     Returns:
         ``(model, preprocess)``.
@@ -172,6 +210,20 @@ def dreamsim(
         >>> distance = model(preprocess(img_a), preprocess(img_b))       # doctest: +SKIP
     """
     variant = resolve_variant(dreamsim_type, use_patch_model)
+    chosen = resolve_precision(dtype, precision)
+    if cache_dir is not None and Path(cache_dir).suffix == ".safetensors":
+        from .exporter import load_merged
+
+        if not merge:
+            raise ValueError("a merged .safetensors file has no LoRA layers to keep (merge=False)")
+        return load_merged(
+            cache_dir,
+            device=device,
+            normalize_embeds=normalize_embeds,
+            precision=chosen,
+            compile=compile,
+            variant=variant,
+        ), preprocess
     folder = checkpoint_folder(
         variant,
         cache_dir,
@@ -194,11 +246,10 @@ def dreamsim(
     if compile:
         for branch in model.extractor_list:
             branch.model = torch.compile(branch.model)
-    model.autocast_dtype = dtype
     used = [n for n in variant.files if pretrained or n != variant.adapter]
     model.weights_id = weights_id(folder, used) + ("-lora" if pretrained else "-base")
     model = model.to(device or default_device()).eval().requires_grad_(False)
-    return model, preprocess
+    return with_precision(model, chosen), preprocess
 
 
 def _load_image(item) -> torch.Tensor:
