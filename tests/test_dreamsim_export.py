@@ -378,3 +378,21 @@ def test_importing_dreamsim_loads_no_onnx_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.gpu
+def test_cuda_runs_bf16_refuses_int8_and_exports_from_the_gpu(tmp_path, releases):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    pytest.importorskip("onnxruntime")
+    folder = releases("ensemble")
+    cpu = load(folder, "ensemble")
+    mixed, _ = dreamsim(cache_dir=folder, device="cuda", precision="bf16")
+    x = images(4, 20)
+    with torch.no_grad():
+        expected = cpu.embed(x)
+        assert closeness(mixed.embed(x.cuda()).cpu(), expected) > 0.999
+    with pytest.raises(DreamSimError, match="int8 runs on CPU only"):
+        dreamsim(cache_dir=folder, device="cuda", precision="int8")
+    runtime = OnnxDreamSim(export(with_precision(mixed, "fp32"), tmp_path / "from_gpu.onnx"))
+    torch.testing.assert_close(runtime.embed(x), expected, atol=ONNX_TOLERANCE, rtol=0)
