@@ -79,12 +79,16 @@ def worker_quality(
     min_rt_ms: float | None = None,
 ) -> pd.DataFrame:
     """One row per worker: answers, sentinel accuracy, self-consistency on repeated tasks,
-    median response time, and ``excluded`` with the reasons.
+    median response time (``median_rt_ms``, as the client reported it, and
+    ``median_server_ms``, as the server measured it, for campaign votes), and ``excluded``
+    with the reasons.
 
     Sentinels (answer known: one candidate is the reference) come from ``sentinels`` (task id
     -> correct side) or, for a campaign export, from the rows of kind ``sentinel`` with their
     ``expected`` side. Self-consistency is the share of tasks answered more than once (kinds
-    ``2afc``/``repeat`` in an export) that got the same answer every time.
+    ``2afc``/``repeat`` in an export) that got the same answer every time. A worker is a
+    speeder when their median time is under ``min_rt_ms``: the server's time when the votes
+    have it (a client can report any ``rt_ms``), the reported one otherwise.
     """
     kind = votes["kind"] if "kind" in votes else pd.Series("2afc", index=votes.index)
     if "expected" in votes and (kind == "sentinel").any():
@@ -107,20 +111,27 @@ def worker_quality(
         )
         repeated = repeated[repeated["size"] > 1]
         row["consistency"] = float((repeated["nunique"] == 1).mean()) if len(repeated) else np.nan
-        row["median_rt_ms"] = (
-            float(answers["rt_ms"].median()) if answers["rt_ms"].notna().any() else np.nan
-        )
+        row["median_rt_ms"] = _median(answers, "rt_ms")
+        if "server_ms" in votes:
+            row["median_server_ms"] = _median(answers, "server_ms")
+        speed = row.get("median_server_ms", np.nan)
+        speed = row["median_rt_ms"] if np.isnan(speed) else speed
         reasons = []
         if checks is not None and row["sentinel_accuracy"] < min_sentinel_accuracy:
             reasons.append("sentinels")
         if row["consistency"] < min_consistency:
             reasons.append("inconsistent")
-        if min_rt_ms is not None and row["median_rt_ms"] < min_rt_ms:
+        if min_rt_ms is not None and speed < min_rt_ms:
             reasons.append("speeder")
         row["excluded"] = bool(reasons)
         row["reasons"] = ",".join(reasons)
         rows.append(row)
     return pd.DataFrame(rows).set_index("worker")
+
+
+def _median(answers: pd.DataFrame, column: str) -> float:
+    values = pd.to_numeric(answers[column], errors="coerce")
+    return float(values.median()) if values.notna().any() else np.nan
 
 
 def merge_into_split(

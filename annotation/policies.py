@@ -1,5 +1,11 @@
 """Collection policies: which triplets need another vote.
 
+A policy is a small frozen class with documented hyperparameters and one question,
+``needs_more(left, right)``: given the votes so far for each side, should the triplet get
+another one? The app asks it when it assigns trials, ``nights annotate plan`` when it lists
+what is left. :data:`POLICIES` names them; :func:`make_policy` builds one from its name.
+
+* :class:`TargetVotes`: every triplet gets ``max_votes`` votes.
 * :class:`NightsScheme`, the scheme NIGHTS was collected with: keep asking while the votes stay
   unanimous, up to ``max_votes``; stop at the first disagreement.
 * :class:`BetaBinomialStop`: a Beta(1, 1) prior on the share choosing the right image; stop
@@ -7,10 +13,12 @@
 
 Example::
 
-    >>> from annotation.policies import NightsScheme
+    >>> from annotation.policies import NightsScheme, make_policy
     >>> NightsScheme(max_votes=10).needs_more(left=3, right=0)
     True
     >>> NightsScheme(max_votes=10).needs_more(left=3, right=1)
+    False
+    >>> make_policy("target", max_votes=2).needs_more(left=1, right=1)
     False
 """
 
@@ -20,9 +28,31 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .errors import AnnotationError
+
+
+@dataclass(frozen=True)
+class TargetVotes:
+    """A fixed number of votes per triplet.
+
+    Args:
+        max_votes: votes each triplet gets.
+    """
+
+    max_votes: int = 5
+
+    def needs_more(self, left: int, right: int) -> bool:
+        return left + right < self.max_votes
+
 
 @dataclass(frozen=True)
 class NightsScheme:
+    """NIGHTS' rounds: another vote while all votes agree.
+
+    Args:
+        max_votes: the most votes a triplet gets, however unanimous.
+    """
+
     max_votes: int = 10
 
     def needs_more(self, left: int, right: int) -> bool:
@@ -32,6 +62,14 @@ class NightsScheme:
 
 @dataclass(frozen=True)
 class BetaBinomialStop:
+    """A Bayesian stopping rule on the share of votes for the right image.
+
+    Args:
+        confidence: stop once P(share > 1/2) or P(share < 1/2) exceeds it.
+        max_votes: the most votes a triplet gets, decided or not.
+        min_votes: votes every triplet gets before the rule is asked.
+    """
+
     confidence: float = 0.95
     max_votes: int = 20
     min_votes: int = 3
@@ -50,6 +88,20 @@ class BetaBinomialStop:
             return True
         p = self.posterior_right(left, right)
         return max(p, 1 - p) < self.confidence
+
+
+POLICIES = {"target": TargetVotes, "nights": NightsScheme, "beta": BetaBinomialStop}
+
+
+def make_policy(name: str, max_votes: int):
+    """The policy called ``name`` (a key of :data:`POLICIES`) capped at ``max_votes``.
+
+    Raises:
+        AnnotationError: no policy has that name.
+    """
+    if name not in POLICIES:
+        raise AnnotationError(f"policy must be one of {', '.join(POLICIES)}, not {name!r}")
+    return POLICIES[name](max_votes=max_votes)
 
 
 def plan(votes: pd.DataFrame, tasks, policy) -> pd.DataFrame:

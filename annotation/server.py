@@ -1,10 +1,15 @@
 """The collection app: a Starlette application over a campaign database, served by uvicorn.
 
 Participant side: ``/`` (the page), ``/api/session`` (start or resume: ``PROLIFIC_PID`` or
-``worker``, with ``STUDY_ID``/``SESSION_ID``), ``/api/answer`` (one vote; the completion URL
-comes back only once the last vote is committed), ``/images/{path}`` (files under the
-campaign's image root only). Admin side, with ``Authorization: Bearer <token>``:
-``/api/admin/progress``, ``/api/admin/workers`` (quality), ``/api/admin/export`` (CSV).
+``worker``, with ``STUDY_ID``/``SESSION_ID``; the current trial or the end), ``/api/answer``
+(one vote; the next trial back, and the completion URL only once the last vote is committed),
+``/api/image-error`` (the page could not load a trial's images), ``/images/{token}`` (the
+images of a participant's trials under per-participant tokens, nothing else). Admin side, with
+``Authorization: Bearer <token>``: ``/api/admin/progress``, ``/api/admin/workers`` (quality),
+``/api/admin/export`` (CSV), ``POST /api/admin/release`` (``{"worker": ...}``: free a
+participant who returned the study).
+
+Every request is outside input: a bad one gets a 4xx with ``{"error": ...}``, never a 5xx.
 
 Run it with ``nights annotate serve CAMPAIGN.sqlite [--workers N]`` (or :func:`serve`).
 """
@@ -14,76 +19,162 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import mimetypes
 import os
 import re
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .campaign import CampaignStore
+from .campaign import MAX_RT_MS, CampaignStore
+from .errors import ParticipantError
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_BODY = 4096
-_WORKER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MAX_TRIAL = 1_000_000
+_ID = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # participant, study and session ids, matched whole
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16)
+IMAGE_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class BadRequest(Exception):
+    """A request refused before it reaches the campaign; ``status`` is the 4xx."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def _refuse_constant(name: str):
+    raise BadRequest(f"{name} is not a JSON number (trial and rt_ms are finite numbers)")
+
+
+async def _json_body(request: Request) -> dict:
+    """The request's JSON object, read no further than MAX_BODY bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+        raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
+    try:
+        data = json.loads(bytes(body), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _participant(value) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise BadRequest("worker must be the participant id: 1-64 letters, digits or _.@-")
+    return value
+
+
+def _trial_number(value) -> int:
+    if type(value) is not int or not 0 <= value < MAX_TRIAL:
+        raise BadRequest("trial must be the trial number the session gave (a whole number)")
+    return value
+
+
+def _response_time(value) -> float | None:
+    if value is None:
+        return None
+    # NaN fails the comparison and infinity exceeds it; ints are compared without float().
+    if type(value) not in (int, float) or not 0 <= value <= MAX_RT_MS:
+        raise BadRequest(f"rt_ms must be a number of milliseconds from 0 to {MAX_RT_MS}")
+    return float(value)
 
 
 def create_app(campaign: str | Path) -> Starlette:
     store = CampaignStore(campaign)
-    image_root = Path(store.settings["image_root"] or ".").resolve()
-    token = store.settings["admin_token"]
+    token = store.settings["admin_token"].encode()
+
+    def handled(handler):
+        """Turns the refusals of the request checks and of the campaign into 4xx answers."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except BadRequest as error:
+                close = {"Connection": "close"} if error.status == 413 else {}
+                return _error(error.status, str(error), **close)  # 413: stop reading the body
+            except ParticipantError as error:
+                return _error(error.status, str(error))
+
+        return endpoint
 
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     async def session(request: Request) -> Response:
-        worker = request.query_params.get("PROLIFIC_PID") or request.query_params.get("worker")
-        if not worker or not _WORKER.match(worker):
-            return _error(
-                400,
+        query = request.query_params
+        worker = query.get("PROLIFIC_PID") or query.get("worker")
+        if not worker or not _ID.fullmatch(worker):
+            raise BadRequest(
                 "a participant id (PROLIFIC_PID or worker) of 1-64 letters, "
                 "digits or _.@- is required",
+                400,
             )
-        state = store.start(
-            worker, request.query_params.get("STUDY_ID"), request.query_params.get("SESSION_ID")
-        )
-        return JSONResponse(state)
+        extra = [query.get("STUDY_ID"), query.get("SESSION_ID")]
+        if any(value is not None and not _ID.fullmatch(value) for value in extra):
+            raise BadRequest("STUDY_ID and SESSION_ID are 1-64 letters, digits or _.@-", 400)
+        return JSONResponse(store.start(worker, *extra))
 
     async def answer(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return _error(413, f"request body over {MAX_BODY} bytes")
-        try:
-            data = json.loads(body)
-            worker, trial, choice = data["worker"], int(data["trial"]), str(data["answer"])
-            rt_ms = None if data.get("rt_ms") is None else float(data["rt_ms"])
-        except (ValueError, KeyError, TypeError):
-            return _error(422, "expected JSON {worker, trial, answer, rt_ms}")
-        if not isinstance(worker, str) or not _WORKER.match(worker):
-            return _error(422, "bad participant id")
-        try:
-            return JSONResponse(store.answer(worker, trial, choice, rt_ms))
-        except KeyError as error:
-            return _error(404, str(error.args[0]))
-        except ValueError as error:
-            return _error(422, str(error))
+        data = await _json_body(request)
+        if not isinstance(data.get("answer"), str):
+            raise BadRequest("answer must be a string")
+        return JSONResponse(
+            store.answer(
+                _participant(data.get("worker")),
+                _trial_number(data.get("trial")),
+                data["answer"],
+                _response_time(data.get("rt_ms")),
+            )
+        )
+
+    async def image_error(request: Request) -> Response:
+        data = await _json_body(request)
+        detail = data.get("detail", "")
+        store.report_image_failure(
+            _participant(data.get("worker")),
+            _trial_number(data.get("trial")),
+            detail if isinstance(detail, str) else "",
+        )
+        return JSONResponse({"recorded": True})
 
     async def image(request: Request) -> Response:
-        path = (image_root / request.path_params["path"]).resolve()
-        if not path.is_relative_to(image_root) or not path.is_file():
+        name = request.path_params["token"]
+        file = store.image(name) if _TOKEN.fullmatch(name) else None
+        if file is None:
             return _error(404, "no such image")
-        return FileResponse(path, headers={"Cache-Control": "max-age=86400"})
+        try:
+            content = await run_in_threadpool(file.read_bytes)
+        except OSError:
+            return _error(404, "no such image")
+        # No ETag or Last-Modified: they would tell two URLs of one file apart from others.
+        return Response(
+            content,
+            media_type=mimetypes.guess_type(file.name)[0] or "application/octet-stream",
+            headers=IMAGE_HEADERS,
+        )
 
     def admin(handler):
         async def guarded(request: Request) -> Response:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not given or not hmac.compare_digest(given, token):
+            if not given or not hmac.compare_digest(given.encode(), token):
                 return _error(401, "admin token required")
             return await handler(request)
 
@@ -108,15 +199,21 @@ def create_app(campaign: str | Path) -> Starlette:
         store.votes().to_csv(buffer, index=False)
         return Response(buffer.getvalue(), media_type="text/csv")
 
+    async def release(request: Request) -> Response:
+        worker = _participant((await _json_body(request)).get("worker"))
+        return JSONResponse({"worker": worker, "freed": store.release(worker)})
+
     return Starlette(
         routes=[
             Route("/", page),
-            Route("/api/session", session),
-            Route("/api/answer", answer, methods=["POST"]),
-            Route("/images/{path:path}", image),
+            Route("/api/session", handled(session)),
+            Route("/api/answer", handled(answer), methods=["POST"]),
+            Route("/api/image-error", handled(image_error), methods=["POST"]),
+            Route("/images/{token}", image),
             Route("/api/admin/progress", admin(progress)),
             Route("/api/admin/workers", admin(workers)),
             Route("/api/admin/export", admin(export)),
+            Route("/api/admin/release", admin(handled(release)), methods=["POST"]),
         ]
     )
 

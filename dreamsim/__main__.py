@@ -1,4 +1,5 @@
-"""``python -m dreamsim download VARIANT [--cache-dir DIR]``: fetch a variant's official zip.
+"""``python -m dreamsim download VARIANT [--cache-dir DIR] [--from-hub]``: fetch a variant's
+official zip, or its untuned backbones from the Hugging Face Hub.
 
 ``python -m dreamsim export VARIANT OUT [--format onnx|safetensors] [--precision fp32|int8]``:
 write the variant with its LoRA merged, as an ONNX graph or one safetensors file.
@@ -11,7 +12,7 @@ import sys
 
 from .errors import DreamSimError
 from .variants import VARIANTS
-from .weights import checkpoint_folder
+from .weights import checkpoint_folder, fetch_from_hub
 
 EXPORT_FORMATS = ("onnx", "safetensors")  # dreamsim.exporter.FORMATS, without importing torch
 
@@ -35,7 +36,7 @@ def export_variant(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dreamsim", description="Download DreamSim's released weights."
+        prog="python -m dreamsim", description="Download or export DreamSim's weights."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser("download", help="fetch and extract a variant's zip")
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cache-dir",
         default=None,
         help="destination (default: $DREAMSIM_HOME or ~/.cache/dreamsim)",
+    )
+    download.add_argument(
+        "--from-hub",
+        action="store_true",
+        help="the untuned backbones from the Hugging Face Hub, into its cache (the default "
+        "for variants without a release)",
     )
     export = commands.add_parser(
         "export", help="write a variant with its LoRA merged (ONNX graph or one safetensors)"
@@ -73,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{parser.prog} export: error: {error}", file=sys.stderr)
             return 2
         return 0
+    variant = VARIANTS[args.variant]
     try:
-        folder = checkpoint_folder(VARIANTS[args.variant], args.cache_dir, download=True)
+        if args.from_hub or variant.url is None:
+            for path in fetch_from_hub(variant):
+                print(f"{args.variant}: {path}")
+            return 0
+        folder = checkpoint_folder(variant, args.cache_dir, download=True)
     except DreamSimError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,17 +1,20 @@
-"""The ViT backbones, built in plain torch from the released state dicts, without torch.hub.
+"""The ViT backbones in plain torch, and the key maps that read every published layout.
 
-Every released backbone is a plain ViT; the checkpoints differ only in key names and a few
-settings, mapped here (facts in upstream's release, checked numerically against it):
+Every backbone is a plain ViT; the files differ only in key names and a few settings, mapped
+here beside the model they serve (facts from upstream's release and from timm's and
+open_clip's model code, checked numerically against a forward pass written from the spec):
 
-* DINO, SynCLR: LayerNorm eps 1e-6, exact GELU.
-* DINOv2: as DINO plus LayerScale; its 37x37 position table (518 px) is resampled to the input
-  grid the way DINOv2 does it: bicubic, ``scale_factor=(grid + 0.1) / 37``, no antialias.
-* CLIP / OpenCLIP converted to DINO layout: ``pos_drop`` is CLIP's ``ln_pre`` (timm's
-  ``norm_pre``), LayerNorm eps 1e-5, QuickGELU for OpenAI CLIP only, ``proj`` [D, 512] after
-  the final norm.
+* DINO, SynCLR, DINOv2, the test ViT: LayerNorm eps 1e-6, exact GELU; DINOv2 adds
+  LayerScale, and its 37x37 position table (518 px) is resampled to the input grid the way
+  DINOv2 does it: bicubic, ``scale_factor=(grid + 0.1) / 37``, no antialias.
+* CLIP / OpenCLIP: a LayerNorm before the blocks (CLIP's ``ln_pre``, timm's ``norm_pre``,
+  upstream's ``pos_drop``), LayerNorm eps 1e-5, QuickGELU for OpenAI CLIP only, a projection
+  ``proj`` [D, E] after the final norm.
 
-Parameter names follow the released (DINO / timm) keys, so the files load as they are.
-Sizes (width, depth, patch, position grid) are read from the weights; heads = width / 64.
+Key maps turn a file's tensors into ``(state, proj)``: ``state`` keyed as this module's
+:class:`VisionTransformer` (the DINO / timm names), ``proj`` the CLIP projection or None.
+``release_to_vit`` reads upstream's release files, ``KEY_MAPS`` the Hub layouts (``timm``,
+``open_clip``). Sizes (width, depth, patch, position grid) are read from the weights.
 """
 
 from __future__ import annotations
@@ -117,13 +120,14 @@ class Block(nn.Module):
 class VisionTransformer(nn.Module):
     """A plain ViT whose parameter names are the released (DINO-layout) state-dict keys."""
 
-    def __init__(self, dim, depth, patch, grid, hidden, eps, act, layer_scale, pre_norm, bias):
+    def __init__(
+        self, dim, depth, heads, patch, grid, hidden, eps, act, layer_scale, pre_norm, bias
+    ):
         super().__init__()
         self.patch_embed = PatchEmbed(dim, patch, bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
         self.norm_pre = nn.LayerNorm(dim, eps=eps) if pre_norm else nn.Identity()
-        heads = max(1, dim // 64)
         self.blocks = nn.Sequential(
             *(Block(dim, heads, hidden, eps, act, layer_scale) for _ in range(depth))
         )
@@ -137,43 +141,188 @@ class VisionTransformer(nn.Module):
         return self.blocks(self.norm_pre(tokens))
 
 
-def build_vit(
-    state: dict[str, torch.Tensor], kind: str, image_size: int = 224, where: str = ""
-) -> VisionTransformer:
-    """A :class:`VisionTransformer` holding ``state`` (DINO-style keys, ``proj`` removed)."""
-    state = dict(state)
+# kind: LayerNorm eps, MLP activation, LayerNorm before the blocks
+_ARCHITECTURES: dict[str, tuple[float, type[nn.Module], bool]] = {
+    "dino": (1e-6, nn.GELU, False),
+    "dinov2": (1e-6, nn.GELU, False),
+    "synclr": (1e-6, nn.GELU, False),
+    "vit": (1e-6, nn.GELU, False),
+    "clip": (1e-5, QuickGELU, True),
+    "open_clip": (1e-5, nn.GELU, True),
+}
+
+
+def _strip(state: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def release_to_vit(saved: dict, kind: str, where: str) -> tuple[dict, torch.Tensor | None]:
+    """``(state, proj)`` from one of upstream's release files, as ``torch.load`` gives it.
+
+    DINO: the training checkpoint's TEACHER backbone (``teacher``, prefix ``backbone.``), or a
+    plain backbone state dict (torch.hub's release file). CLIP / OpenCLIP: ``state_dict`` with
+    ``pos_drop`` as the pre-norm and ``proj``. SynCLR: ``model`` with prefix ``module.visual.``.
+    DINOv2 and the test ViT: a plain state dict (DINOv2's unused ``mask_token`` dropped).
+    """
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{where}: not a state dict (a {type(saved).__name__})")
+    if kind == "dino" and "teacher" in saved:
+        return _strip(saved["teacher"], "backbone."), None
+    if kind in ("clip", "open_clip"):
+        state = dict(saved.get("state_dict", saved))
+        if "proj" not in state:
+            raise CheckpointError(f"{where}: no 'proj' tensor (not a CLIP-as-DINO checkpoint)")
+        proj = state.pop("proj")
+        for name in ("weight", "bias"):
+            if f"pos_drop.{name}" in state:
+                state[f"norm_pre.{name}"] = state.pop(f"pos_drop.{name}")
+        return state, proj
+    if kind == "synclr":
+        return _strip(saved.get("model", saved), "module.visual."), None
+    state = dict(saved)
+    state.pop("mask_token", None)
+    return state, None
+
+
+def timm_to_vit(tensors: dict, where: str) -> tuple[dict, torch.Tensor | None]:
+    """``(state, proj)`` from timm's ``VisionTransformer`` layout (``model.safetensors``).
+
+    timm already names the tensors as this module does (``norm_pre`` for CLIP's pre-norm); its
+    CLIP towers hold the projection as a classifier, ``head.weight`` = ``proj.T`` with a zero
+    ``head.bias``.
+    """
+    state = dict(tensors)
+    head, bias = state.pop("head.weight", None), state.pop("head.bias", None)
+    if head is not None and head.dim() != 2:
+        raise CheckpointError(f"{where}: head.weight is not a matrix {tuple(head.shape)}")
+    if bias is not None and bias.numel() and bias.abs().max() > 0:
+        raise CheckpointError(
+            f"{where}: head.bias is not zero, so head is a classifier, not a CLIP projection"
+        )
+    return state, None if head is None else head.T.contiguous()
+
+
+# open_clip's names -> ours, matched on whole dotted segments (a key gets a leading ".")
+_OPEN_CLIP_NAMES = (
+    (".conv1.", ".patch_embed.proj."),
+    (".transformer.resblocks.", ".blocks."),
+    (".ln_pre.", ".norm_pre."),
+    (".ln_post.", ".norm."),
+    (".ln_1.", ".norm1."),
+    (".ln_2.", ".norm2."),
+    (".ls_1.", ".ls1."),
+    (".ls_2.", ".ls2."),
+    (".attn.in_proj_weight", ".attn.qkv.weight"),
+    (".attn.in_proj_bias", ".attn.qkv.bias"),
+    (".attn.out_proj.", ".attn.proj."),
+    (".mlp.c_fc.", ".mlp.fc1."),
+    (".mlp.c_proj.", ".mlp.fc2."),
+)
+
+
+def open_clip_to_vit(tensors: dict, where: str) -> tuple[dict, torch.Tensor | None]:
+    """``(state, proj)`` from open_clip's layout (``open_clip_model.safetensors``): the image
+    tower under ``visual.``; the text tower is left out."""
+    visual = _strip(tensors, "visual.")
+    if not visual:
+        raise CheckpointError(f"{where}: no visual.* tensors (not an open_clip checkpoint)")
+    state, proj = {}, visual.pop("proj", None)
+    for key, value in visual.items():
+        if key == "class_embedding":
+            state["cls_token"] = value.reshape(1, 1, -1)
+        elif key == "positional_embedding":
+            state["pos_embed"] = value.unsqueeze(0)
+        else:
+            dotted = "." + key
+            for theirs, ours in _OPEN_CLIP_NAMES:
+                dotted = dotted.replace(theirs, ours)
+            state[dotted[1:]] = value
+    return state, proj
+
+
+KEY_MAPS = {"timm": timm_to_vit, "open_clip": open_clip_to_vit}
+
+# layout: the key holding the projection, and whether it is stored transposed
+_PROJECTION_KEYS = {"timm": ("head.weight", True), "open_clip": ("visual.proj", False)}
+
+
+def with_projection(content: dict, layout: str, proj: torch.Tensor) -> dict:
+    """``content`` (a file's tensors, or a release file as loaded) holding ``proj`` instead of
+    its projection, in the file's own layout: the inverse of the key maps for that tensor."""
+    proj = proj.detach().cpu().contiguous()
+    if layout == "release":
+        inner = dict(content.get("state_dict", content))
+        inner["proj"] = proj
+        return {**content, "state_dict": inner} if "state_dict" in content else inner
+    key, transposed = _PROJECTION_KEYS[layout]
+    return {**content, key: proj.T.contiguous() if transposed else proj}
+
+
+def _sizes(state: dict, where: str) -> tuple[int, int, int, int]:
+    """Width, patch, depth and MLP width read from the tensors, checked to be a ViT's."""
     try:
-        dim = state["cls_token"].shape[-1]
-        patch = state["patch_embed.proj.weight"].shape[-1]
+        cls, table = state["cls_token"], state["pos_embed"]
+        weight = state["patch_embed.proj.weight"]
         depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
         hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError, IndexError) as error:
         raise CheckpointError(f"{where}: not a ViT state dict (missing {error})") from None
+    dim = cls.shape[-1] if cls.dim() else 0
+    grid = math.isqrt(max(0, table.shape[1] - 1)) if table.dim() == 3 else 0
+    fits = (
+        dim > 0
+        and hidden > 0
+        and cls.shape == (1, 1, dim)
+        and table.shape == (1, 1 + grid * grid, dim)
+        and grid > 0
+        and weight.dim() == 4
+        and weight.shape[:2] == (dim, 3)
+        and weight.shape[2] == weight.shape[3] > 0
+    )
+    if not fits:
+        shapes = {k: tuple(state[k].shape) for k in ("cls_token", "pos_embed")}
+        raise CheckpointError(
+            f"{where}: not a ViT state dict (cls_token, pos_embed and patch_embed.proj.weight "
+            f"do not agree: {shapes}, patch_embed.proj.weight {tuple(weight.shape)})"
+        )
+    return dim, weight.shape[-1], depth, hidden
+
+
+def build_vit(
+    state: dict[str, torch.Tensor],
+    kind: str,
+    image_size: int = 224,
+    where: str = "",
+    head_dim: int = 64,
+) -> VisionTransformer:
+    """A frozen :class:`VisionTransformer` holding ``state`` (this module's keys, no ``proj``).
+
+    Raises:
+        CheckpointError: the tensors do not fit a ViT of ``kind`` (naming ``where`` and the
+            missing, unexpected or misshapen keys).
+    """
+    state = dict(state)
+    dim, patch, depth, hidden = _sizes(state, where)
     if image_size % patch:
         raise ValueError(f"image_size {image_size} is not a multiple of the patch size {patch}")
-    clip_like = kind in ("clip", "open_clip")
+    eps, act, pre_norm = _ARCHITECTURES[kind]
     grid = image_size // patch
     vit = VisionTransformer(
         dim=dim,
         depth=depth,
+        heads=max(1, dim // head_dim),
         patch=patch,
         grid=grid,
         hidden=hidden,
-        eps=1e-5 if clip_like else 1e-6,
-        act=QuickGELU if kind == "clip" else nn.GELU,
+        eps=eps,
+        act=act,
         layer_scale="blocks.0.ls1.gamma" in state,
-        pre_norm=clip_like,
+        pre_norm=pre_norm,
         bias="patch_embed.proj.bias" in state,
     )
-    state.pop("mask_token", None)  # DINOv2's masked-token embedding, unused at inference
-    if clip_like:
-        state["norm_pre.weight"] = state.pop("pos_drop.weight", None)
-        state["norm_pre.bias"] = state.pop("pos_drop.bias", None)
     state["pos_embed"] = resample_position_table(state["pos_embed"], grid)
     try:
-        missing, unexpected = vit.load_state_dict(
-            {k: v for k, v in state.items() if v is not None}, strict=False
-        )
+        missing, unexpected = vit.load_state_dict(state, strict=False)
     except RuntimeError as error:  # a tensor of the wrong shape
         reason = str(error).strip().splitlines()[-1].strip()
         raise CheckpointError(f"{where}: weights do not fit a {kind} ViT ({reason})") from None

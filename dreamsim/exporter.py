@@ -37,7 +37,7 @@ from torch import nn
 
 from .backbones import build_vit
 from .errors import CheckpointError, DreamSimError
-from .model import IMAGE_SIZE, Branch, DreamSim, default_device, embedding_distance
+from .model import Branch, DreamSim, MlpHead, default_device, embedding_distance
 from .precision import resolve_precision, with_precision
 from .variants import VARIANTS, Variant
 from .weights import default_cache_dir
@@ -138,7 +138,7 @@ def _quiet_exporter():
 def _write_onnx(model: DreamSim, target: Path, precision: str, opset: int | None) -> None:
     _require("onnxscript", "ONNX export")
     batch = torch.export.Dim("batch", min=1)
-    example = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE, device=model.device)
+    example = torch.rand(2, *model.input_size, device=model.device)
     try:
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
@@ -285,6 +285,7 @@ def load_merged(
     if variant is not None and variant.name != name:
         raise CheckpointError(f"{path} holds DreamSim {name}, not {variant.name}")
     branches = []
+    size = VARIANTS[name].input_size[-1]
     for index, backbone in enumerate(VARIANTS[name].backbones):
         prefix = f"extractor_list.{index}."
         state = {
@@ -292,16 +293,15 @@ def load_merged(
             for key, value in tensors.items()
             if key.startswith(prefix + "model.")
         }
-        if backbone.kind in ("clip", "open_clip"):
-            # build_vit reads CLIP's ln_pre under its release name, pos_drop
-            for field in ("weight", "bias"):
-                state[f"pos_drop.{field}"] = state.pop(f"norm_pre.{field}", None)
         proj = tensors.get(prefix + "proj")
-        vit = build_vit(state, backbone.kind, IMAGE_SIZE, where=str(path))
+        vit = build_vit(state, backbone.kind, size, str(path), backbone.head_dim)
         branches.append(Branch(backbone, vit, proj if proj is not None and proj.numel() else None))
     if normalize_embeds is None:
         normalize_embeds = metadata.get("dreamsim_normalize_embeds") == "true"
     model = DreamSim(VARIANTS[name], branches, normalize_embeds)
+    if "mlp.fc1.weight" in tensors:
+        hidden, features = tensors["mlp.fc1.weight"].shape
+        model.mlp = MlpHead(features, hidden)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
@@ -369,9 +369,10 @@ class OnnxDreamSim:
             images = images.detach().float().cpu().numpy()
         if images.ndim == 3:
             images = images[None]
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.variant.input_size:
             raise ValueError(
-                f"images must be [B, 3, {IMAGE_SIZE}, {IMAGE_SIZE}], not {list(images.shape)}"
+                f"images must be [B, {', '.join(map(str, self.variant.input_size))}], "
+                f"not {list(images.shape)}"
             )
         output = self.session.run(["embedding"], {"images": images.astype("float32")})[0]
         return torch.from_numpy(output)

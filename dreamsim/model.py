@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -13,26 +14,45 @@ from PIL import Image
 from torch import nn
 
 from .backbones import build_vit
+from .errors import CheckpointError
 from .lora import merge_adapter, wrap_with_peft
 from .precision import resolve_precision, with_precision
 from .variants import Backbone, Variant, resolve_variant
-from .weights import backbone_state, checkpoint_folder, weights_id
+from .weights import BaseSource, Located, backbone_state, locate, read_tensors
 
 logger = logging.getLogger(__name__)
 IMAGE_SIZE = 224
 
 
 class Branch(nn.Module):
-    """One backbone with its input normalisation and feature; ``proj`` is a buffer, so
-    ``.to()``, ``.half()`` and ``.bfloat16()`` move it with the rest."""
+    """One backbone with its input normalisation and feature; ``proj`` is a buffer (a
+    parameter once made trainable), so ``.to()``, ``.half()`` and ``.bfloat16()`` move it with
+    the rest. ``source`` says which file the untuned weights came from."""
 
-    def __init__(self, backbone: Backbone, vit: nn.Module, proj: torch.Tensor | None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        vit: nn.Module,
+        proj: torch.Tensor | None,
+        source: BaseSource | None = None,
+    ):
         super().__init__()
+        self.source = source
         self.feature = backbone.feature
         self.model = vit  # the name PEFT's adapter keys use: extractor_list.{i}.model...
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1))
         self.register_buffer("proj", proj if proj is not None else torch.empty(0))
+
+    @property
+    def out_features(self) -> int:
+        """The feature's width (per token for ``cls_patch``)."""
+        return self.proj.shape[1] if self.feature == "embedding" else self.model.cls_token.shape[-1]
+
+    def make_projection_trainable(self) -> None:
+        """``proj`` becomes a parameter that requires grad (``embedding`` feature only)."""
+        proj = self._buffers.pop("proj")
+        self.proj = nn.Parameter(proj.detach().clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.model((images - self.mean) / self.std)  # last block, before the norm
@@ -41,6 +61,35 @@ class Branch(nn.Module):
         if self.feature == "embedding":
             return self.model.norm(tokens)[:, 0] @ self.proj
         return tokens  # cls_patch: every token of the last block
+
+
+class MlpHead(nn.Module):
+    """Upstream's MLP head: one hidden ReLU layer with a residual, ``fc2(relu(fc1(x))) + x``,
+    on the concatenated features (trained instead of LoRA, on a frozen backbone)."""
+
+    def __init__(self, features: int, hidden: int = 512):
+        super().__init__()
+        self.fc1 = nn.Linear(features, hidden)
+        self.fc2 = nn.Linear(hidden, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(nn.functional.relu(self.fc1(x))) + x
+
+
+def read_mlp_head(path, features: int) -> MlpHead:
+    """The :class:`MlpHead` of ``path`` (``mlp.fc1.weight`` ... as upstream names them), for
+    embeddings of width ``features``."""
+    tensors = read_tensors(path)
+    try:
+        hidden, width = tensors["mlp.fc1.weight"].shape
+        if width != features or not hidden:
+            raise ValueError(f"mlp.fc1.weight {(hidden, width)} does not take {features} features")
+        head = MlpHead(features, hidden)
+        head.load_state_dict({k.removeprefix("mlp."): v for k, v in tensors.items()})
+    except (KeyError, ValueError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: not an MLP head for this model ({reason})") from None
+    return head
 
 
 def embedding_distance(embed_a: torch.Tensor, embed_b: torch.Tensor, is_patch: bool):
@@ -61,15 +110,18 @@ def normalize_embedding(embedding: torch.Tensor) -> torch.Tensor:
 class DreamSim(nn.Module):
     """``model(a, b)`` gives distances ``[B]``, ``model.embed(x)`` embeddings.
 
-    Inputs are ``[B, 3, 224, 224]`` float images in [0, 1] (see :func:`preprocess`).
+    Inputs are ``[B, 3, 224, 224]`` float images in [0, 1] (see :func:`preprocess`); the
+    path keeps gradients with respect to them (a perceptual loss: ``model(x, target).sum()``).
     """
 
     def __init__(self, variant: Variant, branches: list[Branch], normalize_embeds: bool):
         super().__init__()
         self.variant = variant
         self.extractor_list = nn.ModuleList(branches)
+        self.mlp: nn.Module = nn.Identity()  # an MlpHead when one was trained
         self.normalize_embeds = normalize_embeds
         self.is_patch = variant.is_patch
+        self.input_size = variant.input_size
         self.autocast_dtype: torch.dtype | None = None
         self.quantized = False  # int8 linear layers (see dreamsim.precision)
         self._weights_id = ""
@@ -83,14 +135,28 @@ class DreamSim(nn.Module):
 
     @property
     def weights_id(self) -> str:
-        """Fingerprint of the weights (score caches key on it); names the precision unless
-        fp32, so that scores of a reduced precision never stand in for exact ones."""
-        precision = self.precision
-        return self._weights_id if precision == "fp32" else f"{self._weights_id}-{precision}"
+        """A content id of the weights, for score caches: the files' it was built from, plus
+        the current values of the parameters that train, if any (it changes as they learn);
+        it names the precision unless fp32, so that scores of a reduced precision never stand
+        in for exact ones."""
+        files = self._weights_id
+        precision = "" if self.precision == "fp32" else f"-{self.precision}"
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            return files + precision
+        digest = hashlib.sha256(files.encode())
+        for parameter in trainable:
+            digest.update(parameter.detach().float().cpu().numpy().tobytes())
+        return f"{files}-{digest.hexdigest()[:12]}{precision}"
 
     @weights_id.setter
     def weights_id(self, value: str) -> None:
         self._weights_id = value
+
+    @property
+    def features(self) -> int:
+        """The embedding's width (per token for the patch variants)."""
+        return sum(branch.out_features for branch in self.extractor_list)
 
     @property
     def device(self) -> torch.device:
@@ -109,6 +175,7 @@ class DreamSim(nn.Module):
         with self._autocast(images):
             parts = [branch(images) for branch in self.extractor_list]
         embedding = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()
+        embedding = self.mlp(embedding)
         return normalize_embedding(embedding) if self.normalize_embeds else embedding
 
     def distance_from_embeddings(
@@ -174,20 +241,24 @@ def dreamsim(
     verify: bool = True,
     download: bool = True,
     progress: bool | None = None,
+    hub_cache_dir: str | os.PathLike | None = None,
     precision: str | None = None,
 ):
     """Builds DreamSim; the same call and the same numbers as upstream's ``dreamsim()``.
 
     Args:
-        pretrained: load the released LoRA weights; download the official zip when nothing is
-            in ``cache_dir``. False: the untuned backbones, and never any network access.
+        pretrained: load the tuned weights in ``cache_dir`` (the released LoRA adapter, or
+            a trained adapter or MLP head saved by :func:`~dreamsim.save_pretrained`);
+            download the official zip when there are none. False: the untuned backbones,
+            never the zip (those missing from ``cache_dir`` come from the Hugging Face Hub).
         device: default CUDA, else MPS, else CPU.
         cache_dir: folder with the release files or zip, or the zip (default
             ``$DREAMSIM_HOME``, else ``~/.cache/dreamsim``); or a merged ``.safetensors``
             file written by :func:`~dreamsim.export` (see :func:`~dreamsim.load_merged`).
         normalize_embeds: centre and L2-normalise embeddings (upstream's default here).
         dreamsim_type: ``ensemble``, ``dino_vitb16``, ``clip_vitb32``, ``open_clip_vitb32``,
-            ``dinov2_vitb14`` or ``synclr_vitb16``.
+            ``dinov2_vitb14``, ``synclr_vitb16`` (released), ``dinov2_vitl14`` (Hub backbone,
+            no release) or ``test_tiny`` (for tests); see ``dreamsim.VARIANTS``.
         use_patch_model: the CLS + patch variants (dino_vitb16, dinov2_vitb14).
         dtype: run the backbones under ``torch.autocast`` with this dtype (``torch.bfloat16``
             on CPU or CUDA, ``torch.float16`` on CUDA); embeddings come back as float32.
@@ -196,7 +267,8 @@ def dreamsim(
         compile: ``torch.compile`` each backbone.
         verify: check the files against the recorded sha256 manifest.
         download: False never downloads, even with ``pretrained=True`` (missing files are an
-            error that says how to get them).
+            error that says how to get them); Hub files then come from its cache only.
+        hub_cache_dir: the Hugging Face cache (default ``HF_HUB_CACHE``).
         precision: ``fp32`` (default, exact), ``bf16``, ``fp16`` (autocast) or ``int8``
             (linear layers quantized, CPU only); see :mod:`dreamsim.precision`. The model's
             ``precision`` and ``weights_id`` name it.
@@ -224,32 +296,81 @@ def dreamsim(
             compile=compile,
             variant=variant,
         ), preprocess
-    folder = checkpoint_folder(
+    model = build_model(
         variant,
         cache_dir,
-        download=pretrained and download,
+        tuned=pretrained,
+        normalize_embeds=normalize_embeds,
+        merge=merge,
+        download=download,
         verify=verify,
         progress=progress,
-        with_adapter=pretrained,
+        hub_cache_dir=hub_cache_dir,
     )
-    branches = []
-    for backbone in variant.backbones:
-        state, proj = backbone_state(folder, backbone)
-        vit = build_vit(state, backbone.kind, IMAGE_SIZE, where=str(folder / backbone.checkpoint))
-        branches.append(Branch(backbone, vit, proj))
-    model = DreamSim(variant, branches, normalize_embeds)
-    if pretrained:
-        if merge:
-            merge_adapter(model, folder / variant.adapter)
-        else:
-            model = wrap_with_peft(model, folder / variant.adapter)
     if compile:
         for branch in model.extractor_list:
             branch.model = torch.compile(branch.model)
-    used = [n for n in variant.files if pretrained or n != variant.adapter]
-    model.weights_id = weights_id(folder, used) + ("-lora" if pretrained else "-base")
     model = model.to(device or default_device()).eval().requires_grad_(False)
     return with_precision(model, chosen), preprocess
+
+
+def assemble(variant: Variant, located: Located, normalize_embeds: bool) -> DreamSim:
+    """The untuned ``variant`` from the files ``located`` found, frozen, in eval mode."""
+    branches = []
+    for backbone, source in zip(variant.backbones, located.bases):
+        state, proj = backbone_state(source, backbone)
+        if backbone.feature == "embedding" and proj is None:
+            raise CheckpointError(
+                f"{source.path}: no projection, but {variant.name} takes the embedding "
+                f"feature of {backbone.name}"
+            )
+        vit = build_vit(
+            state, backbone.kind, variant.input_size[-1], str(source.path), backbone.head_dim
+        )
+        width = vit.cls_token.shape[-1]
+        if backbone.feature == "embedding" and (proj.dim() != 2 or proj.shape[0] != width):
+            raise CheckpointError(
+                f"{source.path}: the projection {tuple(proj.shape)} does not take the "
+                f"width {width} of the ViT"
+            )
+        branches.append(Branch(backbone, vit, proj, source))
+    return DreamSim(variant, branches, normalize_embeds).eval().requires_grad_(False)
+
+
+def build_model(
+    variant: Variant,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    tuned: bool,
+    normalize_embeds: bool = True,
+    merge: bool = True,
+    download: bool = True,
+    verify: bool = True,
+    progress: bool | None = None,
+    hub_cache_dir: str | os.PathLike | None = None,
+) -> nn.Module:
+    """``variant`` on CPU in eval mode: untuned, or with the tuned weights of ``cache_dir``
+    (LoRA merged, or PEFT layers with ``merge=False``; or an MLP head). See :func:`dreamsim`."""
+    located = locate(
+        variant,
+        cache_dir,
+        tuned=tuned,
+        download=download,
+        verify=verify,
+        progress=progress,
+        hub_cache_dir=hub_cache_dir,
+    )
+    model = assemble(variant, located, normalize_embeds)
+    tuning = located.tuning
+    if tuning is not None and tuning.name == variant.mlp_head:
+        model.mlp = read_mlp_head(tuning, model.features)
+    elif tuning is not None and merge:
+        merge_adapter(model, tuning)
+    elif tuning is not None:
+        model = wrap_with_peft(model, tuning)
+    suffix = "-base" if tuning is None else "-mlp" if tuning.name == variant.mlp_head else "-lora"
+    model.weights_id = located.weights_id + suffix
+    return model.eval().requires_grad_(False)
 
 
 def _load_image(item) -> torch.Tensor:

@@ -492,6 +492,8 @@ def _cmd_annotate(args) -> int:
             jnd=args.jnd,
             seed=args.seed,
             completion_url=args.completion_url,
+            image_root=args.image_root,
+            time_limit_minutes=args.time_limit,
         )
         print(
             f"campaign {args.campaign}: {len(table)} triplets; admin token "
@@ -506,11 +508,14 @@ def _cmd_annotate(args) -> int:
         print(f"serving {args.campaign} on http://{args.host}:{args.port}/?PROLIFIC_PID=...")
         serve(args.campaign, host=args.host, port=args.port, workers=args.workers)
         return 0
-    if args.action in ("status", "export", "plan"):
+    if args.action in ("status", "export", "plan", "release"):
         from annotation.campaign import CampaignStore, plan_campaign
 
         store = CampaignStore(args.campaign)
-        if args.action == "status":
+        if args.action == "release":
+            freed = store.release(args.worker)
+            print(f"released {args.worker}: {freed} unanswered trial(s) back in the pool")
+        elif args.action == "status":
             print(json.dumps(store.progress(), indent=2))
         elif args.action == "plan":
             planned = plan_campaign(store)
@@ -854,10 +859,17 @@ def build_parser() -> argparse.ArgumentParser:
         "split with provenance.",
     )
     annotate.add_argument(
-        "action", choices=("create", "serve", "status", "plan", "export", "import", "aggregate")
+        "action",
+        choices=("create", "serve", "status", "plan", "export", "release", "import", "aggregate"),
     )
     annotate.add_argument(
-        "campaign", nargs="?", type=Path, help="campaign .sqlite (create/serve/status/export)"
+        "campaign",
+        nargs="?",
+        type=Path,
+        help="campaign .sqlite (create/serve/status/plan/export/release)",
+    )
+    annotate.add_argument(
+        "worker", nargs="?", help="release: the participant id who returned the study"
     )
     annotate.add_argument(
         "--votes",
@@ -891,9 +903,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     annotate.add_argument(
         "--policy",
-        choices=("target", "nights", "beta"),
         default="target",
-        help="which triplets still need votes (default: %(default)s: --votes-per-trial each)",
+        help="which triplets still need votes: target (--votes-per-trial each), nights (while "
+        "unanimous) or beta (Beta-binomial stopping); default: %(default)s",
+    )
+    annotate.add_argument(
+        "--time-limit",
+        type=float,
+        default=60,
+        metavar="MINUTES",
+        help="create: how long a participant holds their trials; set it to the study's maximum "
+        "time (default: %(default)s); unanswered trials then go back to the pool",
+    )
+    annotate.add_argument(
+        "--image-root",
+        type=Path,
+        default=None,
+        help="create: the folder the table's image paths are under (default: the table's own)",
     )
     annotate.add_argument("--jnd", action="store_true", help="also JND trials")
     annotate.add_argument("--seed", type=int, default=0)
@@ -1003,8 +1029,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "filter" and not args.out and not args.dry_run:
         parser.error("filter: --out is required (or --dry-run)")
     if args.command == "annotate":
-        if args.action in ("create", "serve", "status", "plan", "export") and not args.campaign:
+        if (
+            args.action in ("create", "serve", "status", "plan", "export", "release")
+            and not args.campaign
+        ):
             parser.error(f"annotate {args.action}: give the campaign .sqlite file")
+        if args.action == "release" and not args.worker:
+            parser.error("annotate release: give the campaign and the participant id")
         if args.action in ("import", "aggregate") and not args.votes:
             parser.error(f"annotate {args.action}: give at least one --votes file")
         if args.action == "serve" and args.workers < 1:

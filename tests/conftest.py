@@ -42,6 +42,7 @@ def _private_homes(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NIGHTS_HOME", str(home))
     monkeypatch.setenv("DREAMSIM_HOME", str(tmp_path_factory.getbasetemp() / "dreamsim_home"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf_cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf_hub_cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

@@ -1,14 +1,19 @@
-"""Random-weight checkpoints in the exact layout of DreamSim's release, and a reference
-forward pass written from the spec with plain torch ops (no dreamsim, no timm).
+"""Random-weight checkpoints in the exact layout of DreamSim's release and of the Hugging
+Face Hub (timm's and open_clip's layouts, in a Hub cache folder), and a reference forward pass
+written from the spec with plain torch ops (no dreamsim, no timm).
 
-The ViTs are narrow (width 64, two blocks) so that every variant builds in milliseconds; the
-file names, state-dict keys, wrappers and adapter layout are those of the release.
+The ViTs are narrow (width 128, two blocks; the test_tiny variant width 64 with two heads of
+32) so that every variant builds in milliseconds; the file names, state-dict keys, wrappers
+and adapter layout are those of the release.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -21,6 +26,8 @@ CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711
 
 # kind, patch, grid of the stored position table, layer scale
 BACKBONES = {
+    "test_tiny": ("vit", 16, 14, False),
+    "dinov2_vitl14": ("dinov2", 14, 37, True),
     "dino_vitb16": ("dino", 16, 14, False),
     "clip_vitb16": ("clip", 16, 14, False),
     "open_clip_vitb16": ("open_clip", 16, 14, False),
@@ -41,11 +48,16 @@ VARIANTS = {
     "synclr_vitb16": ([("synclr_vitb16", "cls")], "synclr_vitb16_single_lora"),
     "dino_vitb16_patch": ([("dino_vitb16", "cls_patch")], "dino_vitb16_patch_lora"),
     "dinov2_vitb14_patch": ([("dinov2_vitb14", "cls_patch")], "dinov2_vitb14_patch_lora"),
+    "test_tiny": ([("test_tiny", "cls")], "test_tiny_single_lora"),
 }
+HUB_VARIANTS = {"dinov2_vitl14": ([("dinov2_vitl14", "cls")], "dinov2_vitl14_single_lora")}
+HEAD_DIM = {"test_tiny": 32}  # every other backbone: heads of 64
+TINY_WIDTH = 64
 FILES = {
     "dino_vitb16": "dino_vitb16_pretrain.pth",
     "dinov2_vitb14": "dinov2_vitb14_pretrain.pth",
     "synclr_vitb16": "synclr_vit_b_16.pth",
+    "test_tiny": "test_tiny_pretrain.pth",
 }
 
 
@@ -100,19 +112,22 @@ def write_release(
     hub_dino: bool = False,
     lora_alpha: float = 8.0,
     rank: int = 4,
-    width: int = WIDTH,
+    width: int | None = None,
     depth: int = DEPTH,
     proj: int = PROJ,
+    adapter: bool = True,
 ) -> dict:
     """Writes ``variant``'s files as the release lays them out; returns the weights used.
 
-    ``width=768, depth=12, proj=512`` gives the released sizes (for benchmarks).
+    ``width=768, depth=12, proj=512`` gives the released sizes (for benchmarks); the default
+    width is 128 (64 for test_tiny). ``adapter=False`` writes the untuned backbones only.
 
     Returns ``{"backbones": [state dicts as the model must use them], "lora": {...}}``.
     """
+    width = width or (TINY_WIDTH if variant == "test_tiny" else WIDTH)
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    branches, adapter = VARIANTS[variant]
+    branches, adapter_folder = VARIANTS[variant]
     used = []
     for name, _ in branches:
         kind = BACKBONES[name][0]
@@ -146,6 +161,8 @@ def write_release(
         else:
             torch.save(state, path)
         used.append(state)
+    if not adapter:
+        return {"backbones": used, "lora": {}, "scaling": 0.0}
     tensors = {}
     for index in range(len(branches)):
         for block in range(depth):
@@ -154,7 +171,7 @@ def write_release(
             tensors[f"{key}.lora_B.weight"] = (
                 torch.randn(3 * width, rank, generator=generator) * 0.1
             )
-    (folder / adapter).mkdir(exist_ok=True)
+    (folder / adapter_folder).mkdir(exist_ok=True)
     config = {
         "r": rank,
         "lora_alpha": lora_alpha,
@@ -164,8 +181,8 @@ def write_release(
         "peft_type": "LORA",
         "inference_mode": True,
     }
-    (folder / adapter / "adapter_config.json").write_text(json.dumps(config))
-    save_file(tensors, str(folder / adapter / "adapter_model.safetensors"))
+    (folder / adapter_folder / "adapter_config.json").write_text(json.dumps(config))
+    save_file(tensors, str(folder / adapter_folder / "adapter_model.safetensors"))
     return {"backbones": used, "lora": tensors, "scaling": lora_alpha / rank}
 
 
@@ -180,7 +197,7 @@ def _depth(state) -> int:
     return 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
 
 
-def reference_tokens(state, images, kind, qkv_deltas=None):
+def reference_tokens(state, images, kind, qkv_deltas=None, head_dim=64):
     """Tokens after the last block, before the final norm, computed by hand."""
     mean, std = CLIP if kind in ("clip", "open_clip") else IMAGENET
     x = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
@@ -200,7 +217,7 @@ def reference_tokens(state, images, kind, qkv_deltas=None):
     eps = 1e-5 if kind in ("clip", "open_clip") else 1e-6
     if kind in ("clip", "open_clip"):
         x = _layer_norm(x, state, "pos_drop", eps)
-    heads = max(1, x.shape[-1] // 64)
+    heads = max(1, x.shape[-1] // head_dim)
     for block in range(_depth(state)):
         prefix = f"blocks.{block}."
         h = _layer_norm(x, state, prefix + "norm1", eps)
@@ -224,9 +241,8 @@ def reference_tokens(state, images, kind, qkv_deltas=None):
 
 def reference_embedding(weights: dict, variant: str, images, normalize: bool, lora: bool):
     parts = []
-    for index, ((name, feature), state) in enumerate(
-        zip(VARIANTS[variant][0], weights["backbones"])
-    ):
+    branches = {**VARIANTS, **HUB_VARIANTS}[variant][0]
+    for index, ((name, feature), state) in enumerate(zip(branches, weights["backbones"])):
         kind = BACKBONES[name][0]
         deltas = None
         if lora:
@@ -237,7 +253,7 @@ def reference_embedding(weights: dict, variant: str, images, normalize: bool, lo
                 @ weights["lora"][key.format(index, block, "A")]
                 for block in range(_depth(state))
             ]
-        tokens = reference_tokens(state, images, kind, deltas)
+        tokens = reference_tokens(state, images, kind, deltas, HEAD_DIM.get(name, 64))
         if feature == "cls":
             parts.append(tokens[:, 0])
         elif feature == "embedding":
@@ -256,3 +272,99 @@ def reference_distance(embed_a, embed_b, patch: bool):
         embed_a = torch.cat([embed_a[:, 0], embed_a[:, 1:].mean(1)], -1)
         embed_b = torch.cat([embed_b[:, 0], embed_b[:, 1:].mean(1)], -1)
     return 1 - (embed_a * embed_b).sum(-1) / (embed_a.norm(dim=-1) * embed_b.norm(dim=-1))
+
+
+# -- the same networks as the Hugging Face Hub publishes them --
+
+
+def random_backbone(name: str, seed: int = 0, width: int = WIDTH, depth: int = DEPTH) -> dict:
+    """A random backbone in the release layout (pre-norm as ``pos_drop``, ``proj``)."""
+    return _random_vit(torch.Generator().manual_seed(seed), name, width, depth, PROJ)
+
+
+def timm_layout(state: dict) -> dict:
+    """``state`` as timm's VisionTransformer names it: ``norm_pre``, no patch bias for
+    pre-norm towers, the projection as ``head.weight`` (transposed) with a zero bias,
+    DINOv2's ``mask_token`` dropped."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("pos_drop."):
+            out["norm_pre." + key.split(".", 1)[1]] = value
+        elif key == "proj":
+            out["head.weight"] = value.T.contiguous()
+            out["head.bias"] = torch.zeros(value.shape[1])
+        elif key != "mask_token":
+            out[key] = value
+    if "norm_pre.weight" in out:
+        del out["patch_embed.proj.bias"]
+    return out
+
+
+_OPEN_CLIP = {
+    "norm1": "ln_1",
+    "norm2": "ln_2",
+    "attn.qkv.weight": "attn.in_proj_weight",
+    "attn.qkv.bias": "attn.in_proj_bias",
+    "attn.proj": "attn.out_proj",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+
+
+def open_clip_layout(state: dict) -> dict:
+    """``state`` as open_clip names a CLIP model: the image tower under ``visual.``
+    (``conv1``, ``class_embedding``, ``transformer.resblocks.N``...), plus a text tower."""
+    out = {
+        "visual.conv1.weight": state["patch_embed.proj.weight"],
+        "visual.class_embedding": state["cls_token"].reshape(-1),
+        "visual.positional_embedding": state["pos_embed"][0],
+        "visual.ln_pre.weight": state["pos_drop.weight"],
+        "visual.ln_pre.bias": state["pos_drop.bias"],
+        "visual.ln_post.weight": state["norm.weight"],
+        "visual.ln_post.bias": state["norm.bias"],
+        "visual.proj": state["proj"],
+        "token_embedding.weight": torch.zeros(10, 8),
+        "positional_embedding": torch.zeros(7, 8),
+        "text_projection": torch.zeros(8, PROJ),
+        "logit_scale": torch.tensor(4.6),
+    }
+    for key, value in state.items():
+        if key.startswith("blocks."):
+            _, block, rest = key.split(".", 2)
+            for ours, theirs in _OPEN_CLIP.items():
+                if rest.startswith(ours):
+                    rest = theirs + rest[len(ours) :]
+                    break
+            out[f"visual.transformer.resblocks.{block}.{rest}"] = value
+    return out
+
+
+def write_hub_cache(
+    cache: Path, repo: str, filename: str, tensors: dict, revision: str = "main"
+) -> Path:
+    """Puts ``tensors`` into a Hugging Face cache folder as ``hf_hub_download`` leaves them:
+    the blob named by its sha256, a snapshot link under the commit, ``refs/{revision}``.
+    A ``.safetensors`` file holds safetensors, any other a torch pickle."""
+    if filename.endswith(".safetensors"):
+        data = save(tensors)
+    else:
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    commit = hashlib.sha1(repo.encode() + data).hexdigest()
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    (root / "blobs" / digest).write_bytes(data)
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(root / "blobs" / digest, snapshot), snapshot / filename)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / revision).write_text(commit)
+    return snapshot / filename
+
+
+def save(tensors: dict) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in tensors.items()})

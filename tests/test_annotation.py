@@ -11,11 +11,14 @@ import pytest
 pytest.importorskip("crowdkit")
 
 from annotation import (
+    POLICIES,
+    AnnotationError,
     BetaBinomialStop,
     NightsScheme,
     VoteImportError,
     aggregate,
     krippendorff_alpha,
+    make_policy,
     merge_into_split,
     plan,
     read_votes,
@@ -175,6 +178,84 @@ def test_bad_label_studio_and_mturk_files(tmp_path):
     ).to_csv(mturk, index=False)
     with pytest.raises(VoteImportError, match=r"line 2: Answer\.taskAnswers is not JSON"):
         read_votes(mturk)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("v.csv", b"task,worker,label\n1,w,left\ninf,w,left\n", r"line 3: triplet id 'inf' is not"),
+        ("v.csv", b"task,worker,label\n1e30,w,left\n", r"line 2: triplet id '1e30' is not a whole"),
+        ("v.csv", b"task,worker,label,rt_ms\n1,w,left,-5\n", r"line 2: rt_ms '-5' is negative"),
+        ("v.csv", b"task,worker,label,swapped\n1,w,left,maybe\n", r"line 2: swapped 'maybe'"),
+        ("v.csv", b"", r"v\.csv: empty file"),
+        ("v.csv", "task,worker,label\n1,w\u00e9,left\n".encode("latin-1"), r"v\.csv: not UTF-8"),
+        (
+            "ls.json",
+            b'[{"data": {"id": 1}, "annotations": [1]}]',
+            r"task 0, annotation 0: an "
+            r"annotation must be an object, not 1",
+        ),
+        (
+            "ls.json",
+            b'[{"data": {"id": 1}, "annotations": [{"result": [{"type": "pairwise", '
+            b'"value": "left"}]}]}]',
+            r"annotation 0: the pairwise value must be an object",
+        ),
+        ("ls.json", b'[{"data": {"id": 1e30}, "annotations": []}]', r"task 0: triplet id 1e\+30"),
+        (
+            "ls.json",
+            b'[{"data": {"id": 1}, "annotations": [{"completed_by": null, "result": '
+            b'[{"type": "pairwise", "value": {"selected": "left"}}]}]}]',
+            r"completed_by None",
+        ),
+        ("ls.json", b"\xff[]", r"ls\.json: not UTF-8"),
+        ("ls.json", b"[" * 5000, r"ls\.json: not JSON"),
+        (
+            "b.csv",
+            b"WorkerId,AssignmentStatus,Input.id,Answer.taskAnswers\nW,Approved,1,"
+            + b"[" * 5000
+            + b"\n",
+            r"line 2: Answer\.taskAnswers is not JSON",
+        ),
+        (
+            "b.csv",
+            b"WorkerId,AssignmentStatus,Input.id,Answer.choice,WorkTimeInSeconds\n"
+            b"W,Approved,nan,left,3\n",
+            r"line 2: no Input\.triplet_id",
+        ),
+        (
+            "b.csv",
+            b"WorkerId,AssignmentStatus,Input.id,Answer.choice,WorkTimeInSeconds\n"
+            b"W,Approved,1,left,Infinity\n",
+            r"line 2: WorkTimeInSeconds 'Infinity' is not a finite",
+        ),
+    ],
+)
+def test_bad_vote_files_are_named_with_line_and_value(tmp_path, capsys, name, content, message):
+    from nights.cli import main
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(VoteImportError, match=message) as raised:
+        read_votes(path)
+    assert str(raised.value).startswith(f"{path}: ")
+    assert main(["annotate", "import", "--votes", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(path) in error
+
+
+def test_policies_are_named_in_one_registry():
+    for name, policy in POLICIES.items():
+        built = make_policy(name, max_votes=4)
+        assert type(built) is policy and built.max_votes == 4
+        assert not built.needs_more(4, 0) and built.needs_more(0, 0)
+    assert make_policy("target", 3).needs_more(1, 1) and not make_policy("target", 3).needs_more(
+        2, 1
+    )
+    with pytest.raises(
+        AnnotationError, match="policy must be one of target, nights, beta, not 'x'"
+    ):
+        make_policy("x", 3)
 
 
 def test_policies():

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import signal
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,47 +15,17 @@ httpx = pytest.importorskip("httpx")
 
 from annotation.campaign import CampaignStore, create_campaign  # noqa: E402
 from nights import load_nights  # noqa: E402
-from nights.testing import free_port, wait_for_port  # noqa: E402
 
+from .annotation_helpers import (  # noqa: E402
+    Clock,
+    answer_in_store,
+    answer_over_http,
+    assigned,
+    careful_answer,
+    running_server,
+    wait_for_children,
+)
 from .conftest import ARTIFACTS, launch_chromium  # noqa: E402
-
-
-@contextlib.contextmanager
-def running_server(campaign: Path, workers: int = 1):
-    """``nights annotate serve`` in a process of its own; yields its base URL."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "nights.cli",
-        "annotate",
-        "serve",
-        str(campaign),
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, process, "the annotation server")
-    try:
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(10)
-
-
-def wait_for_children(pid: int, count: int, timeout: float = 60) -> None:
-    """Waits until the server process has ``count`` worker processes of its own."""
-    import time
-
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while len(psutil.Process(pid).children()) < count:
-        assert time.monotonic() < deadline, f"the server did not start {count} workers"
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -108,33 +73,39 @@ def test_a_session_resumes_and_votes_are_stored_on_the_stored_side(campaign):
         state = client.get(
             "/api/session", params={"PROLIFIC_PID": "p1", "STUDY_ID": "s", "SESSION_ID": "x"}
         ).json()
-        assert state["total"] == 2 + 10 + 1 + 2 and state["answered"] == 0
-        kinds = [t["kind"] for t in state["trials"]]
-        assert kinds[-2:] == ["repeat", "repeat"] and kinds.count("sentinel") == 1
-        assert [t["kind"] for t in state["trials"][:2]] == ["practice", "practice"]
-        again = client.get("/api/session", params={"PROLIFIC_PID": "p1"}).json()
-        assert [t["trial"] for t in again["trials"]] == [t["trial"] for t in state["trials"]]
+        assert state["status"] == "active" and state["answered"] == 0
+        assert state["total"] == 2 + 10 + 1 + 2 and state["trial"]["kind"] == "practice"
         store = CampaignStore(path)
-        for trial in state["trials"]:
-            answer = "same" if trial["kind"] == "jnd" else "left"
-            reply = client.post(
-                "/api/answer",
-                json={"worker": "p1", "trial": trial["trial"], "answer": answer, "rt_ms": 800},
-            )
+        kinds = [kind for _, kind, _, _ in assigned(store, "p1")]
+        assert kinds[:2] == ["practice", "practice"] and kinds.count("sentinel") == 1
+        assert kinds.count("repeat") == 2 and "repeat" not in kinds[:3]
+        again = client.get("/api/session", params={"PROLIFIC_PID": "p1"}).json()
+        assert again == state  # a reload resumes at the same trial, same image URLs
+        while state["status"] == "active":
+            trial = state["trial"]
+            for image in (trial["ref"], trial["left"], trial["right"]):
+                if image:
+                    assert client.get(image).status_code == 200
+            answer = {
+                "worker": "p1",
+                "trial": trial["trial"],
+                "answer": "same" if trial["kind"] == "jnd" else "left",
+                "rt_ms": 800,
+            }
+            reply = client.post("/api/answer", json=answer)
             assert reply.status_code == 200
             # A retried POST is acknowledged again and counted once.
-            client.post(
-                "/api/answer",
-                json={"worker": "p1", "trial": trial["trial"], "answer": answer, "rt_ms": 800},
-            )
-        assert reply.json()["finished"] is True
-        assert reply.json()["completion_url"] == "https://app.example/complete?cc=ABC"
+            assert client.post("/api/answer", json=answer).json() == reply.json()
+            state = reply.json()
+        assert state["status"] == "finished" and state["answered"] == state["total"]
+        assert state["completion_url"] == "https://app.example/complete?cc=ABC"
         votes = store.votes()
-        assert len(votes) == len([t for t in state["trials"] if t["kind"] != "practice"])
+        assert len(votes) == len([kind for kind in kinds if kind != "practice"])
         swaps = dict(store.db.execute("SELECT id, swapped FROM trials").fetchall())
         for row in votes.itertuples():
             if row.kind == "2afc":
                 assert row.label == ("right" if swaps[row.trial] else "left")
+        assert votes["server_ms"].notna().all() and (votes["server_ms"] >= 0).all()
         exported = client.get(
             "/api/admin/export", headers={"Authorization": f"Bearer {settings['admin_token']}"}
         )
@@ -146,9 +117,11 @@ def test_security_and_validation(campaign, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("do not serve")
     with running_server(path) as (url, _), httpx.Client(base_url=url) as client:
-        trial = client.get("/api/session", params={"worker": "w1"}).json()["trials"][0]
-        assert client.get(f"/images/{trial['ref']}").status_code == 200
+        trial = client.get("/api/session", params={"worker": "w1"}).json()["trial"]
+        assert client.get(trial["ref"]).status_code == 200
+        stored = CampaignStore(path).db.execute("SELECT ref FROM trials LIMIT 1").fetchone()[0]
         for attempt in (
+            f"/images/{stored}",  # an image's own path is no URL: only the tokens are
             "/images/../../secret.txt",
             "/images/%2e%2e/%2e%2e/secret.txt",
             "/images/..%2f..%2fsecret.txt",
@@ -164,18 +137,11 @@ def test_security_and_validation(campaign, tmp_path):
         assert client.post("/api/answer", content=b"x" * 10_000).status_code == 413
         assert client.post("/api/answer", content=b"{not json").status_code == 422
         assert client.post("/api/answer", json={"worker": "w1"}).status_code == 422
-        assert (
-            client.post(
-                "/api/answer", json={"worker": "w1", "trial": 10**6, "answer": "left"}
-            ).status_code
-            == 404
-        )
-        assert (
-            client.post(
-                "/api/answer", json={"worker": "w1", "trial": trial["trial"], "answer": "maybe"}
-            ).status_code
-            == 422
-        )
+        for number, status in ((10**5, 404), (trial["trial"] + 1, 409)):
+            bad_trial = {"worker": "w1", "trial": number, "answer": "left"}
+            assert client.post("/api/answer", json=bad_trial).status_code == status
+        maybe = {"worker": "w1", "trial": trial["trial"], "answer": "maybe"}
+        assert client.post("/api/answer", json=maybe).status_code == 422
         assert client.get("/api/session", params={"worker": "<script>"}).status_code == 400
         page = client.get("/").text
         assert "innerHTML" not in page and "textContent" in page
@@ -189,20 +155,11 @@ def test_fifty_concurrent_participants_lose_nothing(campaign, workers):
     def participant(number: int) -> None:
         try:
             with httpx.Client(base_url=url, timeout=60) as client:
-                state = client.get("/api/session", params={"worker": f"c{number}"}).json()
-                for trial in state["trials"]:
-                    answer = "different" if trial["kind"] == "jnd" else "right"
-                    reply = client.post(
-                        "/api/answer",
-                        json={
-                            "worker": f"c{number}",
-                            "trial": trial["trial"],
-                            "answer": answer,
-                            "rt_ms": 500,
-                        },
-                    )
-                    reply.raise_for_status()
-                    answered.append((f"c{number}", trial["trial"], trial["kind"]))
+                state = answer_over_http(
+                    client, f"c{number}", lambda t: "different" if t["kind"] == "jnd" else "right"
+                )
+                assert state["status"] == "finished"
+                answered.extend((f"c{number}", trial) for trial in range(state["answered"]))
         except Exception as error:  # collected and reported below
             errors.append(repr(error))
 
@@ -217,7 +174,7 @@ def test_fifty_concurrent_participants_lose_nothing(campaign, workers):
     assert not errors
     store = CampaignStore(path)
     stored = store.db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
-    assert stored == len(answered) == len(set((w, t) for w, t, _ in answered))
+    assert stored == len(answered) == len(set(answered))
     over = store.db.execute("""SELECT a.trial, COUNT(*) FROM assignments a JOIN trials t
         ON t.id = a.trial WHERE t.kind IN ('2afc', 'jnd') GROUP BY a.trial HAVING COUNT(*) > 3
         """).fetchall()
@@ -226,23 +183,17 @@ def test_fifty_concurrent_participants_lose_nothing(campaign, workers):
 
 def test_acknowledged_votes_survive_sigkill(campaign):
     path, _ = campaign
-    acknowledged = []
     with running_server(path) as (url, process), httpx.Client(base_url=url) as client:
-        state = client.get("/api/session", params={"worker": "k1"}).json()
-        for trial in state["trials"][:6]:
-            answer = "same" if trial["kind"] == "jnd" else "left"
-            reply = client.post(
-                "/api/answer",
-                json={"worker": "k1", "trial": trial["trial"], "answer": answer, "rt_ms": 700},
-            )
-            assert reply.status_code == 200
-            acknowledged.append(trial["trial"])
+        state = answer_over_http(client, "k1", limit=6)
+        assert state["answered"] == 6
         process.send_signal(signal.SIGKILL)
         process.wait(10)
+    acknowledged = [trial for trial, _, _, _ in assigned(CampaignStore(path), "k1")[:6]]
     with running_server(path) as (url, _), httpx.Client(base_url=url) as client:
         state = client.get("/api/session", params={"worker": "k1"}).json()
-        answered = [t["trial"] for t in state["trials"] if t["answered"]]
-        assert answered == acknowledged and state["answered"] == 6
+        assert state["answered"] == 6 and state["trial"]["trial"] == 6
+    stored = CampaignStore(path).db.execute("SELECT trial FROM votes WHERE worker = 'k1'")
+    assert sorted(row[0] for row in stored) == sorted(acknowledged)
 
 
 @pytest.mark.browser
@@ -254,18 +205,21 @@ def test_a_participant_completes_2afc_and_jnd_in_chromium(campaign):
         page = browser.new_page()
         page.route("https://app.example/**", lambda route: route.fulfill(body="completed"))
         page.goto(f"{url}/?PROLIFIC_PID=b1&STUDY_ID=s&SESSION_ID=x")
-        state = json.loads(httpx.get(f"{url}/api/session", params={"worker": "b1"}).text)
-        for number, trial in enumerate(state["trials"]):
-            if trial["kind"] == "jnd":
-                page.wait_for_selector("#question:not(.hidden)", timeout=15_000)
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Trial')")
+        kinds = [kind for _, kind, _, _ in assigned(CampaignStore(path), "b1")]
+        for number, kind in enumerate(kinds):
+            if kind == "jnd":
+                page.wait_for_selector(
+                    "body[data-accepting=true] #question:not(.hidden)", timeout=15_000
+                )
                 if number % 2:
                     page.keyboard.press("s")
                 else:
                     page.click("#different")
             else:
-                page.wait_for_selector("#twoafc:not(.hidden)", timeout=15_000)
-                page.wait_for_function("document.getElementById('left').complete", timeout=15_000)
-                page.wait_for_timeout(100)
+                page.wait_for_selector(
+                    "body[data-accepting=true] #twoafc:not(.hidden)", timeout=15_000
+                )
                 if number == 3:
                     page.screenshot(path=str(ARTIFACTS / "annotation-2afc.png"))
                 if number % 2:
@@ -275,7 +229,7 @@ def test_a_participant_completes_2afc_and_jnd_in_chromium(campaign):
             page.wait_for_function(
                 f"document.getElementById('bar').style.width !== '' && "
                 f"parseFloat(document.getElementById('bar').style.width) >= "
-                f"{100 * (number + 1) / len(state['trials']) - 0.01} || "
+                f"{100 * (number + 1) / len(kinds) - 0.01} || "
                 f"!document.getElementById('done').classList.contains('hidden')",
                 timeout=15_000,
             )
@@ -283,7 +237,7 @@ def test_a_participant_completes_2afc_and_jnd_in_chromium(campaign):
         page.wait_for_url("https://app.example/**", timeout=15_000)
         browser.close()
     # Frame-timed JND: reference 1000 ms, mask 500 ms, distortion 1000 ms, give or take frames.
-    assert len(onsets) == len([t for t in state["trials"] if t["kind"] == "jnd"])
+    assert len(onsets) == kinds.count("jnd")
     for onset in onsets:
         assert abs(onset["mask"] - onset["reference"] - 1000) < 60
         assert abs(onset["distortion"] - onset["mask"] - 500) < 60
@@ -291,14 +245,14 @@ def test_a_participant_completes_2afc_and_jnd_in_chromium(campaign):
     store = CampaignStore(path)
     votes = store.votes()
     swaps = dict(store.db.execute("SELECT id, swapped FROM trials").fetchall())
-    expected_count = len([t for t in state["trials"] if t["kind"] != "practice"])
-    assert len(votes) == expected_count
+    assert len(votes) == len([kind for kind in kinds if kind != "practice"])
     for row in votes.itertuples():
         if row.kind == "jnd":
             assert row.label in ("same", "different")
         elif row.kind == "2afc":  # always the image shown on the left
             assert row.label == ("right" if swaps[row.trial] else "left")
-        assert row.rt_ms > 0
+        assert row.rt_ms > 0 and row.server_ms >= row.rt_ms - 50  # the server's clock is
+        # the longer: it includes the page loading the images
 
 
 def test_the_nights_policy_stops_asking_after_a_disagreement(sample_home, cache_dir, tmp_path):
@@ -319,15 +273,14 @@ def test_the_nights_policy_stops_asking_after_a_disagreement(sample_home, cache_
         seed=1,
     )
     store = CampaignStore(path)
-    first, second = (store.start(worker)["trials"] for worker in ("a", "b"))
-    assert len(first) == len(second) == 3
-    disputed = first[0]["trial"]
-    store.answer("a", disputed, "left", 500)
-    store.answer("b", disputed, "right", 500)  # a disagreement: no more votes wanted
-    unanimous = first[1]["trial"]
-    store.answer("a", unanimous, "left", 500)
-    third = {t["trial"] for t in store.start("c")["trials"]}
-    assert disputed not in third and unanimous in third
+    store.start("a")
+    disputed = assigned(store, "a")[0][0]
+    answer_in_store(store, "a", lambda *trial: "left")
+    # b agrees on every trial but one: a disagreement, no more votes wanted there
+    answer_in_store(store, "b", lambda trial, *_: "right" if trial == disputed else "left")
+    store.start("c")
+    third = {trial for trial, _, _, _ in assigned(store, "c")}
+    assert disputed not in third and len(third) == 2
     planned = plan_campaign(store)
     triplet = store.db.execute(
         "SELECT triplet_id FROM trials WHERE id = ?", (disputed,)
@@ -361,9 +314,7 @@ def test_cli_create_status_plan_export_import_aggregate(sample_home, tmp_path, c
     )
     assert "admin token" in capsys.readouterr().out
     store = CampaignStore(campaign)
-    state = store.start("cli")
-    for trial in state["trials"]:
-        store.answer("cli", trial["trial"], "left", 600)
+    answer_in_store(store, "cli", lambda *trial: "left")
     assert main(["annotate", "status", str(campaign)]) == 0
     assert '"participants": 1' in capsys.readouterr().out
     assert main(["annotate", "plan", str(campaign), "--out", str(tmp_path / "plan.csv")]) == 0
@@ -429,18 +380,10 @@ def test_aggregate_excludes_workers_failing_quality(sample_home, tmp_path, capsy
         )
         == 0
     )
-    store = CampaignStore(campaign)
-    truth = {
-        trial: (swapped, expected)
-        for trial, swapped, expected in store.db.execute("SELECT id, swapped, expected FROM trials")
-    }
-    for trial in store.start("careful")["trials"]:
-        swapped, expected = truth[trial["trial"]]
-        # Sentinels right, and always the stored left image: consistent across repeats.
-        answer = expected if expected else ("right" if swapped else "left")
-        store.answer("careful", trial["trial"], answer, 900)
-    for trial in store.start("rusher")["trials"]:
-        store.answer("rusher", trial["trial"], "left", 100)
+    clock = Clock()
+    store = CampaignStore(campaign, clock=clock)
+    answer_in_store(store, "careful", careful_answer, clock, step_s=0.9)
+    answer_in_store(store, "rusher", lambda *trial: "left", clock, step_s=0.1)
     assert main(["annotate", "export", str(campaign), "--out", str(tmp_path / "v.csv")]) == 0
     capsys.readouterr()
     assert (

@@ -73,7 +73,7 @@ def test_every_variant_matches_the_reference(tmp_path, variant, normalize, no_ne
     torch.testing.assert_close(
         distance, reference_distance(expected_a, expected_b, patch), atol=1e-5, rtol=1e-5
     )
-    dims = {"ensemble": 128 + 32 + 32, "clip_vitb32": 32, "open_clip_vitb32": 32}
+    dims = {"ensemble": 128 + 32 + 32, "clip_vitb32": 32, "open_clip_vitb32": 32, "test_tiny": 64}
     if not patch:
         assert ours_a.shape == (2, dims.get(variant, 128))
 

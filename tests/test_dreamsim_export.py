@@ -142,6 +142,19 @@ def test_merged_safetensors_round_trip_gives_identical_distances(tmp_path, varia
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["merged.safetensors"]
 
 
+def test_merged_file_keeps_an_mlp_head(tmp_path, releases):
+    from dreamsim import MlpHead
+
+    model = load(releases("dino_vitb16"), "dino_vitb16")
+    model.mlp = MlpHead(model.features, hidden=16)
+    torch.nn.init.normal_(model.mlp.fc2.weight)
+    path = export(model, tmp_path / "head.safetensors", format="safetensors")
+    a, b = images(2, 14), images(2, 15)
+    with torch.no_grad():
+        assert torch.equal(load_merged(path, device="cpu")(a, b), model(a, b))
+        assert not torch.equal(load(releases("dino_vitb16"), "dino_vitb16")(a, b), model(a, b))
+
+
 def test_merged_file_refuses_another_variant_and_keeps_its_options(tmp_path, releases):
     model = load(releases("dino_vitb16"), "dino_vitb16", normalize_embeds=False)
     path = export(model, tmp_path / "dino.safetensors", format="safetensors")
