@@ -1,5 +1,6 @@
 # Two commands for a fresh machine: `make demo` (the main job on the embedded sample) and
-# `make test` (lint, format check and the whole test suite). Both create .venv on first use.
+# `make test` (lint, format check, architecture contracts and the whole test suite). Both create
+# .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -38,9 +39,11 @@ chromium:
 demo: $(STAMP)
 	$(PY) scripts/audit_agreement.py
 
+# lint-imports checks the architecture contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(PY) -m ruff format .

@@ -7,10 +7,33 @@ collection policies (:mod:`annotation.policies`), aggregation on crowd-kit
 ``nights`` for the table, image checks, errors and ``write_split`` only.
 """
 
-from .aggregate import aggregate, krippendorff_alpha, merge_into_split, vote_counts, worker_quality
+from nights._lazy import lazy_attributes
+
+from .aggregate import (
+    aggregate,
+    keep_qualified_workers,
+    krippendorff_alpha,
+    merge_into_split,
+    vote_counts,
+    worker_quality,
+)
 from .errors import AnnotationError, CampaignError, ParticipantError, VoteImportError
-from .importers import VOTE_COLUMNS, read_votes
-from .policies import POLICIES, BetaBinomialStop, NightsScheme, TargetVotes, make_policy, plan
+
+# Loaded when first asked for: they import pandas, and `nights --help` imports annotation.cli
+# (so this package) to list `nights annotate`.
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "VOTE_COLUMNS": "importers",
+        "read_votes": "importers",
+        "POLICIES": "policies",
+        "BetaBinomialStop": "policies",
+        "NightsScheme": "policies",
+        "TargetVotes": "policies",
+        "make_policy": "policies",
+        "plan": "policies",
+    },
+)
 
 __all__ = [
     "POLICIES",
@@ -23,6 +46,7 @@ __all__ = [
     "TargetVotes",
     "VoteImportError",
     "aggregate",
+    "keep_qualified_workers",
     "krippendorff_alpha",
     "make_policy",
     "merge_into_split",

@@ -12,14 +12,18 @@ Example::
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # loaded by the functions: `nights --help` imports this package
+    import pandas as pd
 
 METHODS = ("majority", "dawid_skene", "glad")
 
 
 def vote_counts(votes: pd.DataFrame) -> pd.DataFrame:
     """Per task: ``votes``, ``left_vote``, ``right_vote`` (fractions of the stored sides)."""
+    import pandas as pd
+
     counts = votes.groupby(["task", "label"]).size().unstack(fill_value=0)
     for side in ("left", "right"):
         if side not in counts:
@@ -37,6 +41,8 @@ def vote_counts(votes: pd.DataFrame) -> pd.DataFrame:
 def aggregate(votes: pd.DataFrame, method: str = "majority", n_iter: int = 100) -> pd.DataFrame:
     """Per task: the raw counts (:func:`vote_counts`) and the method's ``p_right`` and
     ``label`` (majority vote, Dawid-Skene or GLAD from crowd-kit)."""
+    import numpy as np
+    import pandas as pd
     from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
 
     if method not in METHODS:
@@ -90,6 +96,9 @@ def worker_quality(
     speeder when their median time is under ``min_rt_ms``: the server's time when the votes
     have it (a client can report any ``rt_ms``), the reported one otherwise.
     """
+    import numpy as np
+    import pandas as pd
+
     kind = votes["kind"] if "kind" in votes else pd.Series("2afc", index=votes.index)
     if "expected" in votes and (kind == "sentinel").any():
         checks = votes[kind == "sentinel"]
@@ -129,7 +138,23 @@ def worker_quality(
     return pd.DataFrame(rows).set_index("worker")
 
 
+def keep_qualified_workers(
+    votes: pd.DataFrame, min_rt_ms: float | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The 2AFC answers of the workers who pass :func:`worker_quality` (sentinels and repeats
+    when the votes come from a campaign export, speed always), and the quality rows of the
+    workers left out (their ``reasons`` say why)."""
+    quality = worker_quality(votes, min_rt_ms=min_rt_ms)
+    flagged = quality[quality["excluded"]]
+    if "kind" in votes:
+        votes = votes[votes["kind"] == "2afc"]
+    return votes[~votes["worker"].isin(flagged.index)], flagged
+
+
 def _median(answers: pd.DataFrame, column: str) -> float:
+    import numpy as np
+    import pandas as pd
+
     values = pd.to_numeric(answers[column], errors="coerce")
     return float(values.median()) if values.notna().any() else np.nan
 
@@ -144,10 +169,11 @@ def merge_into_split(
     **options,
 ):
     """Writes the triplets of ``per_triplet`` with their new votes as a split (via
-    :func:`nights.votes.write_split`, provenance included). ``table`` is the triplet table the
+    :func:`nights.splits.write_split`, provenance included). ``table`` is the triplet table the
     tasks refer to (``nights.load_nights("all", min_votes=None)``)."""
+    from nights.splits import write_split
     from nights.table import table_meta, with_step
-    from nights.votes import filter_votes, write_split
+    from nights.votes import filter_votes
 
     ids = [int(i) for i in per_triplet.index]
     missing = sorted(set(ids) - set(table["id"]))

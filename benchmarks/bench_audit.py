@@ -8,8 +8,9 @@ the release layout, LoRA merged), batch 16:
 * upstream-style: a TwoAFC dataset read from the folder (pandas CSV, PIL open, bicubic resize,
   ToTensor per item), then ``model(ref, left)`` and ``model(ref, right)`` per batch, fp32:
   four image embeddings per triplet;
-* ours: :func:`nights.audit.score_table` on the pre-resized table: each distinct image
-  embedded once (three per triplet), DataLoader workers decoding while the model runs.
+* ours: :func:`nights.audit.run_audit` (the whole audit but the HTML report) on the
+  pre-resized table: each distinct image embedded once (three per triplet), DataLoader workers
+  decoding while the model runs.
 
 Both run ``--repeats`` times, interleaved, after a warm-up forward; the best of each is
 reported. Then the same audit again with the embedding cache warm, and the peak resident memory.
@@ -33,9 +34,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamsim import dreamsim, preprocess
 from nights import load_nights, make_synthetic_nights
-from nights.audit import score_table
+from nights.audit import run_audit
 from nights.metrics import EmbeddingMetric
-from nights.score_cache import ScoreCache
 from tests.dreamsim_checkpoints import write_release
 
 
@@ -108,17 +108,21 @@ def main() -> None:
         with torch.inference_mode():  # warm-up: first-call allocations are no one's cost
             model.embed(torch.rand(args.batch_size, 3, 224, 224))
         started = time.perf_counter()
-        table = load_nights("all", root=sample, min_votes=None, image_size=224, progress=False)
+        load_nights("all", root=sample, min_votes=None, image_size=224, progress=False)
         build_s = time.perf_counter() - started
 
-        def audit(cache: ScoreCache) -> float:
+        def audit(cache: Path) -> float:
             started = time.perf_counter()
-            score_table(
-                table,
+            run_audit(
                 [metric],
+                root=sample,
+                split="all",
+                min_votes=None,
+                out=scratch / "audit",
                 cache=cache,
                 batch_size=args.batch_size,
                 num_workers=args.workers,
+                report=False,
                 progress=False,
             )
             return time.perf_counter() - started
@@ -128,7 +132,7 @@ def main() -> None:
             started = time.perf_counter()
             count = upstream_loop(model, sample / "nights", args.batch_size, args.workers)
             upstream_times.append(time.perf_counter() - started)
-            cache = ScoreCache(scratch / f"scores-{attempt}.sqlite")
+            cache = scratch / f"scores-{attempt}.sqlite"
             ours_times.append(audit(cache))
         warm_s = audit(cache)  # the same cache again: nothing left to compute
         upstream_s, ours_s = min(upstream_times), min(ours_times)
@@ -151,20 +155,18 @@ def main() -> None:
     )
 
 
-COUNTS = (4000, 16000)  # both at least one chunk of rows (nights.audit.CHUNK_ROWS)
+COUNTS = (4000, 16000)  # both at least one chunk of rows (nights.audit.scoring.CHUNK_ROWS)
 
 
 def memory_growth(workers: int) -> None:
-    """Peak memory while scoring N and then 4N triplets: it must not grow with N."""
-    from nights.metrics import PairMetric
-
+    """Peak memory while auditing N and then 4N triplets: it must not grow with N."""
     # A child started by fork + exec inherits its parent's peak RSS; start the count afresh.
     Path("/proc/self/clear_refs").write_text("5")
     peaks = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for count in COUNTS:
-            # Sample and table are made by other processes: only scoring is measured here.
+            # Sample and table are made by other processes: only the audit is measured here.
             sample = scratch / str(count)
             cli = [sys.executable, "-m", "nights.cli"]
             subprocess.run(
@@ -185,19 +187,22 @@ def memory_growth(workers: int) -> None:
             subprocess.run(
                 [*cli, "build", "--root", str(sample), "--quiet"], check=True, capture_output=True
             )
-            table = load_nights("all", root=sample, min_votes=None, progress=False)
-            score_table(
-                table,
-                [PairMetric("psnr")],
-                cache=ScoreCache(scratch / f"{count}.db"),
+            run_audit(
+                ["psnr"],
+                root=sample,
+                split="all",
+                min_votes=None,
+                out=scratch / f"audit-{count}",
+                cache=scratch / f"{count}.db",
                 batch_size=64,
                 num_workers=workers,
+                report=False,
                 progress=False,
             )
             peaks.append(peak_rss_mb())
     extra = (peaks[1] - peaks[0]) * 1e6 / (COUNTS[1] - COUNTS[0])
     print(
-        f"  peak memory scoring {COUNTS[0]:,} then {COUNTS[1]:,} triplets (32 px, PSNR): "
+        f"  peak memory auditing {COUNTS[0]:,} then {COUNTS[1]:,} triplets (32 px, PSNR): "
         f"{peaks[0]:.0f} MB -> {peaks[1]:.0f} MB ({extra:.0f} bytes per extra triplet)"
     )
 

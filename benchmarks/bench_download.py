@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import sys
 import tempfile
 import time
 import zipfile
@@ -24,11 +25,12 @@ from pathlib import Path
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nights import make_synthetic_nights
 from nights.download import download
 from nights.releases import RELEASES
-from nights.testing import ReleaseServer, make_release_archives
 from nights.transfer import HttpClient
+from tests.servers import ReleaseServer, make_release_archives
 
 
 def sequential_baseline(base_url: str, root: Path) -> int:

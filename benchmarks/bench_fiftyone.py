@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nights.testing import mongo_server
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.servers import mongo_server
 
 
 def fake_audit(table, seed: int) -> pd.DataFrame:

@@ -1,12 +1,13 @@
-"""Small file helpers shared by the table builder, the downloader and the score cache."""
+"""File plumbing written once: content hashes, atomic writes, an inter-process lock."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import json
 import os
+import re
+import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,21 +21,86 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: Path, payload) -> None:
-    """Written beside and renamed into place: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(temporary, path)
-
-
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Holds an exclusive ``flock`` on ``lock_path``: a second process waits for the first."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` to write to; renamed onto ``target`` when the block
+    ends, removed when it raises: readers see the old file or the new one, never half of one.
+
+    Example::
+
+        >>> with atomic_path(scratch / "table.csv") as temporary:
+        ...     _ = temporary.write_text("id\\n1\\n")
+        >>> (scratch / "table.csv").read_text()
+        'id\\n1\\n'
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Unique per writer: two processes (or threads) writing one target never share a file.
+    temporary = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Writes ``data`` (text as UTF-8) to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as temporary:
+        if isinstance(data, str):
+            temporary.write_text(data, encoding="utf-8")
+        else:
+            temporary.write_bytes(data)
+
+
+def file_lock(path: Path, *, wait: bool = True):
+    """An inter-process lock held on the file ``path``, as a context manager: a second process
+    waits for the first, or, with ``wait=False``, gets :class:`filelock.Timeout` at once.
+
+    ``filelock``: ``flock`` on POSIX, ``msvcrt`` on Windows; the lock goes with the process, so
+    a killed holder never leaves it taken.
+
+    Example::
+
+        >>> with file_lock(scratch / ".build.lock"):
+        ...     pass  # one process at a time here
+    """
+    from filelock import FileLock
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=-1 if wait else 0)
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned(out: Path) -> None:
+    """Clears what killed writers of ``out`` left beside it.
+
+    Writers assemble ``.NAME.partial-PID`` beside ``out`` and, when replacing it, move the old
+    one to ``.NAME.old-PID`` for a moment. Only leftovers of processes that no longer exist are
+    touched (a live writer keeps its own): partial folders are removed; an old ``out`` goes
+    back into place when ``out`` is missing (the writer died between the two renames), else it
+    is removed.
+    """
+    if not out.parent.is_dir():
+        return
+    leftover_name = re.compile(rf"\.{re.escape(out.name)}\.(partial|old)-(\d+)")
+    for leftover in sorted(out.parent.iterdir()):
+        match = leftover_name.fullmatch(leftover.name)
+        if not match or process_exists(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not os.path.lexists(out):
+            os.replace(leftover, out)
+        elif leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)

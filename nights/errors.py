@@ -19,6 +19,20 @@ class IntegrityError(NightsError):
     """Files on disk are missing, unreadable or differ from what was recorded."""
 
 
+class ImageError(IntegrityError):
+    """An image file cannot be used: missing, not an image, cut short, corrupt or too large.
+
+    ``where`` names the file, ``problem`` says what is wrong with it.
+    """
+
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where}: {problem}")
+        self.where, self.problem = where, problem
+
+    def __reduce__(self):  # travels between processes (DataLoader and build workers)
+        return type(self), (self.where, self.problem)
+
+
 class DownloadError(NightsError):
     """A release could not be fetched."""
 

@@ -1,22 +1,78 @@
-"""Reading, checking and resizing image files, shared by the table builder and ``verify``."""
+"""Reading, checking and resizing image files, shared by the table builder and ``verify``.
+
+Every way an image can be unusable (missing, not an image, truncated, corrupt, too many pixels
+to decode) becomes an :class:`~nights.errors.ImageError` naming the file, so that callers list
+bad files instead of stopping at Pillow's exception.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
+from .errors import ImageError
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every PNG, with its CRC
+_TAIL_BYTES = 4096  # one disk page: where IEND must be unless the file was cut short
+# Pillow opens 16-bit grayscale as these modes; RGB conversion clips them at 255.
+_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
-def open_rgb(source: str | os.PathLike | bytes) -> Image.Image:
-    """Opens a file path or encoded bytes as a fully decoded RGB image."""
+class ImageStatus(NamedTuple):
+    """What :func:`inspect_image` found: ``problem`` (why the file is unusable, or None),
+    ``description`` (size and mode, e.g. ``"768x768 RGB"``) and ``warning`` (usable, but
+    read differently from what was stored)."""
+
+    problem: str | None
+    description: str | None = None
+    warning: str | None = None
+
+
+def _problem(error: Exception) -> str:
+    """Why a file failed to open or decode, in words."""
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    if isinstance(error, IsADirectoryError):
+        return "is a folder, not an image"
+    if isinstance(error, UnidentifiedImageError):
+        return "not a readable image"
+    if isinstance(error, Image.DecompressionBombError):
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        count = f"{int(pixels.group(1)):,} pixels" if pixels else str(error)
+        return (
+            f"too large to decode: {count}, over Pillow's limit of "
+            f"{2 * Image.MAX_IMAGE_PIXELS:,} (a NIGHTS image has 589,824)"
+        )
+    return f"cannot be decoded ({error})"
+
+
+def _open(source: str | os.PathLike | bytes) -> Image.Image:
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    with Image.open(handle) as image:
-        image.load()
-        return image.convert("RGB")
+    return Image.open(handle)
+
+
+def open_rgb(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+    """Opens a file path or encoded bytes as a fully decoded RGB image.
+
+    Raises:
+        ImageError: the file is missing or cannot be decoded; named by ``name`` (default: the
+            path, or "image bytes").
+    """
+    try:
+        with _open(source) as image:
+            image.load()
+            return image.convert("RGB")
+    # Pillow's decoders fail on damaged files with many types (OSError, SyntaxError,
+    # ValueError, EOFError, struct.error, DecompressionBombError ...): all mean "unusable".
+    except Exception as error:
+        where = name or ("image bytes" if isinstance(source, bytes) else str(source))
+        raise ImageError(where, _problem(error)) from None
 
 
 def resize_like_dreamsim(image: Image.Image, size: int) -> Image.Image:
@@ -35,29 +91,41 @@ def encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def inspect_image(path: Path, decode: bool) -> tuple[str | None, str | None]:
-    """``(problem, description)`` of an image file: why it is unusable (None when it is
-    usable) and its size and mode, e.g. ``"768x768 RGB"``.
+def _cut_short(path: Path) -> bool:
+    """A PNG whose last page lacks the IEND chunk was cut short (read without decoding)."""
+    with open(path, "rb") as handle:
+        if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            return False
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - _TAIL_BYTES))
+        return _PNG_END not in handle.read()
 
-    Without ``decode`` only the header is read (existence, format, size); with it every pixel
-    is decoded, which finds truncated and corrupted files.
+
+def inspect_image(path: Path, decode: bool) -> ImageStatus:
+    """What is wrong with an image file, its size and mode, and what to warn about.
+
+    Without ``decode`` only the header and the end of the file are read (existence, format,
+    size, a PNG cut short); with it every pixel is decoded, which also finds corrupted data.
     """
     try:
         with Image.open(path) as image:
             description = f"{image.size[0]}x{image.size[1]} {image.mode}"
+            wide = image.mode in _WIDE_MODES
+            if _cut_short(path):
+                return ImageStatus("truncated (a PNG without its end: the file was cut short)")
             if decode:
                 image.load()
-    except FileNotFoundError:
-        return "missing", None
-    except IsADirectoryError:
-        return "is a folder, not an image", None
-    except UnidentifiedImageError:
-        return "not a readable image", None
-    except (OSError, SyntaxError, ValueError) as error:
-        return f"cannot be decoded ({error})", None
-    return None, description
+    except Exception as error:  # as in open_rgb: any failure of the decoder means unusable
+        return ImageStatus(_problem(error))
+    warning = (
+        f"{image.mode} pixels (16-bit or wider): read as RGB, every value above 255 becomes "
+        "white, as upstream DreamSim reads it; scores stay comparable to upstream's, but the "
+        "picture is not what the file holds"
+        if wide
+        else None
+    )
+    return ImageStatus(None, description, warning)
 
 
 def check_image(path: Path, decode: bool) -> str | None:
     """Why ``path`` is not a usable image, or None when it is (see :func:`inspect_image`)."""
-    return inspect_image(path, decode)[0]
+    return inspect_image(path, decode).problem

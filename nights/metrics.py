@@ -1,4 +1,4 @@
-"""Perceptual metrics behind one interface, and the agreement statistics of NIGHTS.
+"""Perceptual metrics behind one interface.
 
 Two kinds of metric:
 
@@ -8,29 +8,42 @@ Two kinds of metric:
   variant (``dreamsim``, ``dreamsim:dino_vitb16``, ``dreamsim:dino_vitb16_patch`` ...) and the
   untuned backbones (``baseline:dino_vitb16``, ``baseline:clip_vitb32`` ...).
 
-Distances: higher means more different (PSNR is negated).
+Distances: higher means more different (PSNR is negated). Each metric declares what it takes:
+``input_size`` (the side images are resized to first, as DreamSim preprocesses; None: their own
+resolution) and ``device``; the audit (:mod:`nights.audit`) reads these, whatever the metric.
 
-The 2AFC score (BAPPS/LPIPS convention, NIGHTS' ``p = right_vote``) with ``d0 = d(ref, left)``
-and ``d1 = d(ref, right)``: mean of ``(d0 < d1)(1 - p) + (d1 < d0) p + (d0 == d1) 0.5``.
+Example::
+
+    >>> from nights.metrics import get_metric
+    >>> psnr = get_metric("psnr")
+    >>> psnr.name, psnr.cache_id, psnr.input_size, psnr.device
+    ('psnr', 'psnr-v1', None, None)
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-
-import numpy as np
 
 PAIR_METRICS = ("psnr", "ssim", "ms_ssim")
 logger = logging.getLogger(__name__)
 
 
 class Metric:
-    """A named distance; ``cache_id`` identifies it and its weights in the score caches."""
+    """A named distance between images.
+
+    Attributes:
+        name: what the audit calls it (``psnr``, ``dreamsim:ensemble``).
+        cache_id: identifies the metric and its weights in the score caches.
+        input_size: the side, in pixels, that images are resized to before scoring (DreamSim's
+            bicubic resize); None scores them at their own resolution.
+        device: where it runs (None: the CPU); the default batch size follows it.
+    """
 
     name: str
     cache_id: str
+    input_size: int | None = None
+    device = None
 
 
 @dataclass
@@ -73,7 +86,8 @@ def batch_size_for(device) -> int:
 
 
 class EmbeddingMetric(Metric):
-    """A DreamSim model (tuned or not): embeddings of 224 px images, cosine distance.
+    """A DreamSim model (tuned or not): embeddings of images at the model's input size (224 px
+    for every released variant), cosine distance.
 
     A batch that runs out of device memory is embedded again in halves, and the halved size
     is kept for the rest of the run (``max_batch``); results do not depend on the batch size.
@@ -82,6 +96,7 @@ class EmbeddingMetric(Metric):
     def __init__(self, name: str, model):
         self.name, self.model = name, model
         self.cache_id = f"{name}-{model.weights_id}-norm{int(model.normalize_embeds)}"
+        self.input_size = model.input_size[-1]
         self.max_batch: int | None = None
 
     @property
@@ -148,77 +163,17 @@ def get_metric(
     return EmbeddingMetric(f"{family}:{variant}", model)
 
 
-# -- agreement statistics --
-
-
-def two_afc(d_left, d_right, p_right) -> np.ndarray:
-    """Per-triplet 2AFC score; its mean is the 2AFC score of the metric."""
-    d0, d1, p = (np.asarray(x, dtype=np.float64) for x in (d_left, d_right, p_right))
-    return (d0 < d1) * (1 - p) + (d1 < d0) * p + (d0 == d1) * 0.5
-
-
-def bootstrap_interval(
-    values, rounds: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(rounds, len(values)))].mean(axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
-
-
-def jnd_average_precision(distances, same) -> float:
-    """LPIPS-style JND score: pairs sorted by increasing distance, precision/recall of "same"
-    answers, VOC average precision (area under the interpolated precision-recall curve)."""
-    order = np.argsort(np.asarray(distances, dtype=np.float64), kind="stable")
-    same = np.asarray(same, dtype=np.float64)[order]
-    if same.sum() == 0:
-        return math.nan
-    true_positive = np.cumsum(same)
-    false_positive = np.cumsum(1 - same)
-    recall = true_positive / same.sum()
-    precision = true_positive / np.maximum(true_positive + false_positive, np.finfo(float).eps)
-    recall = np.concatenate([[0.0], recall, [1.0]])
-    precision = np.concatenate([[0.0], precision, [0.0]])
-    for i in range(len(precision) - 2, -1, -1):
-        precision[i] = max(precision[i], precision[i + 1])
-    changes = np.flatnonzero(recall[1:] != recall[:-1])
-    return float(np.sum((recall[changes + 1] - recall[changes]) * precision[changes + 1]))
-
-
-def fit_vote_likelihood(margin, p_right, votes) -> dict:
-    """Binomial log-likelihood of the vote counts under ``P(right) = sigmoid(k * margin)``.
-
-    ``margin = d_left - d_right`` (positive: the right image is closer). ``k`` is fitted by
-    maximum likelihood (Newton steps on a scalar). Returns ``k``, the mean log-likelihood per
-    vote and that of a 50/50 guess, for comparison across metrics (Hepburn et al. 2024 argue
-    for soft-label measures like this when vote counts vary).
-    """
-    margin = np.asarray(margin, dtype=np.float64)
-    votes = np.asarray(votes, dtype=np.float64)
-    right = np.round(np.asarray(p_right, dtype=np.float64) * votes)
-    keep = votes > 0
-    margin, votes, right = margin[keep], votes[keep], right[keep]
-    if not len(votes):
-        return {"k": math.nan, "log_likelihood_per_vote": math.nan, "chance": math.log(0.5)}
-    scale = np.std(margin) or 1.0
-    x = margin / scale
-    k = 0.0
-    for _ in range(50):
-        q = 1 / (1 + np.exp(-k * x))
-        gradient = np.sum(x * (right - votes * q))
-        curvature = np.sum(votes * q * (1 - q) * x * x) + 1e-12
-        step = gradient / curvature
-        k += float(np.clip(step, -10, 10))
-        if abs(step) < 1e-10:
-            break
-    q = np.clip(1 / (1 + np.exp(-k * x)), 1e-12, 1 - 1e-12)
-    log_likelihood = np.sum(right * np.log(q) + (votes - right) * np.log(1 - q))
-    return {
-        "k": k / scale,
-        "log_likelihood_per_vote": float(log_likelihood / votes.sum()),
-        "chance": math.log(0.5),
-    }
+def default_metric_names() -> list[str]:
+    """DreamSim (the ensemble) when its weights are in ``$DREAMSIM_HOME``, else PSNR and SSIM:
+    what an audit scores when no metric is named."""
+    try:
+        from dreamsim.errors import DreamSimError
+        from dreamsim.variants import VARIANTS
+        from dreamsim.weights import checkpoint_folder
+    except ImportError:  # dreamsim's optional libraries are absent
+        return ["psnr", "ssim"]
+    try:
+        checkpoint_folder(VARIANTS["ensemble"], None, download=False, verify=False)
+    except DreamSimError:
+        return ["psnr", "ssim"]
+    return ["dreamsim"]

@@ -9,8 +9,8 @@ the columns they do not, and fail with the list of columns found when a required
 Example::
 
     >>> from nights.schema import read_data_csv
-    >>> frame = read_data_csv("nights/data.csv")          # doctest: +SKIP
-    >>> frame.dtypes["is_imagenet"], frame.dtypes["left_vote"]  # doctest: +SKIP
+    >>> frame = read_data_csv(sample_root / "nights" / "data.csv")
+    >>> frame.dtypes["is_imagenet"], frame.dtypes["left_vote"]
     (dtype('bool'), dtype('float64'))
 """
 
@@ -22,10 +22,12 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import SchemaError
+
+if TYPE_CHECKING:  # pandas loads with the first file read: `nights --help` needs none of it
+    import pandas as pd
 
 DATA_CSV_COLUMNS = (
     "id",
@@ -39,8 +41,18 @@ DATA_CSV_COLUMNS = (
     "is_imagenet",
     "prompt",
 )
-SPLITS = ("train", "val", "test")
+#: The values of the ``split`` column.
+SPLIT_VALUES = ("train", "val", "test")
+#: The splits a table can be cut into (``load_nights(split=...)``, ``--split``): the column's
+#: values, upstream's ``test_imagenet`` / ``test_no_imagenet`` and ``all``.
+SPLITS = (*SPLIT_VALUES, "test_imagenet", "test_no_imagenet", "all")
 JND_COLUMNS = ("id", "ref_path", "distort_path", "same", "votes")
+#: The image columns of a triplet table (each with a ``*_path`` column: the CSV's path).
+IMAGE_COLUMNS = ("ref", "left", "right")
+#: The image columns of a JND table.
+JND_IMAGE_COLUMNS = ("ref", "distort")
+#: The columns of a triplet table that carry the votes (no image).
+VOTE_COLUMNS = ("id", "left_vote", "right_vote", "votes", "split", "is_imagenet", "prompt")
 
 _MAX_REPORTED = 25
 _TRUE = {"true", "1", "yes", "y", "t", "1.0"}
@@ -101,9 +113,34 @@ def parse_relative_path(text: str) -> str:
 
 
 def parse_split(text: str) -> str:
-    if text not in SPLITS:
-        raise ValueError(f"is not a split (expected one of {', '.join(SPLITS)})")
+    if text not in SPLIT_VALUES:
+        raise ValueError(f"is not a split (expected one of {', '.join(SPLIT_VALUES)})")
     return text
+
+
+def split_mask(split: str, splits, is_imagenet):
+    """Which rows belong to ``split`` (one of :data:`SPLITS`), as a boolean array, from the
+    ``split`` and ``is_imagenet`` columns: ``test_imagenet`` / ``test_no_imagenet`` are the
+    test rows with and without ``is_imagenet`` (a null counts as without).
+
+    Example::
+
+        >>> split_mask("test_imagenet", ["test", "train", "test"], [True, True, None]).tolist()
+        [True, False, False]
+    """
+    import numpy as np
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    splits = np.asarray(splits)
+    if split == "all":
+        return np.ones(len(splits), dtype=bool)
+    base = "test" if split.startswith("test") else split
+    mask = splits == base
+    if split != base:
+        imagenet = np.asarray(is_imagenet) == True  # noqa: E712 (nulls count as False)
+        mask &= imagenet if split == "test_imagenet" else ~imagenet
+    return mask
 
 
 def parse_text(text: str) -> str:
@@ -262,6 +299,8 @@ def read_data_csv(path: str | os.PathLike, *, keep_extra_columns: bool = False) 
     problems.raise_if_any("data.csv")
     if not columns["id"]:
         raise SchemaError(f"{path}: the header is there but there are no rows")
+    import pandas as pd
+
     frame = pd.DataFrame(columns)
     frame = frame[list(DATA_CSV_COLUMNS) + [c for c in header if c not in DATA_CSV_COLUMNS]]
     return frame.astype(
@@ -273,6 +312,41 @@ def read_data_csv(path: str | os.PathLike, *, keep_extra_columns: bool = False) 
             "is_imagenet": "bool",
         }
     )
+
+
+def arrow_features(variant: str, extra_columns=()):
+    """The ``datasets.Features`` of a built table: ``id``, the image columns, the CSV's typed
+    columns (JND: ``same, votes``), the paths as written, then ``extra_columns`` (the unknown
+    columns of a tolerant read) as strings.
+
+    Example::
+
+        >>> list(arrow_features("jnd"))
+        ['id', 'ref', 'distort', 'same', 'votes', 'ref_path', 'distort_path']
+    """
+    from datasets import Features, Image, Value
+
+    if variant == "jnd":
+        images, typed = JND_IMAGE_COLUMNS, {"same": "float64", "votes": "int64"}
+    else:
+        images = IMAGE_COLUMNS
+        typed = {
+            "left_vote": "float64",
+            "right_vote": "float64",
+            "votes": "int64",
+            "split": "string",
+            "is_imagenet": "bool",
+            "prompt": "string",
+        }
+    fields = {
+        "id": Value("int64"),
+        **{name: Image() for name in images},
+        **{name: Value(dtype) for name, dtype in typed.items()},
+        **{f"{name}_path": Value("string") for name in images},
+    }
+    for name in extra_columns:
+        fields.setdefault(name, Value("string"))
+    return Features(fields)
 
 
 # -- tolerant readers for files whose schema is not published --
@@ -334,6 +408,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "same": parse_fraction,
     "left_same": parse_fraction,
     "right_same": parse_fraction,
+    "response": parse_text,
 }
 
 
@@ -354,10 +429,11 @@ def _map_columns(header: list[str], aliases: dict[str, tuple[str, ...]]) -> dict
 
 
 def _read_tolerant(
-    path: Path, aliases: dict[str, tuple[str, ...]], what: str
+    path: Path, aliases: dict[str, tuple[str, ...]], what: str, required: set[str]
 ) -> tuple[pd.DataFrame, list[str]]:
     """Reads a CSV, renames known columns to canonical names, parses them, keeps the others.
 
+    An empty cell of a known column is a null, except in the ``required`` columns (a bad row).
     Returns the frame (with a ``_line`` column) and the header as found.
     """
     rows = _rows(path)
@@ -365,6 +441,12 @@ def _read_tolerant(
     mapping = _map_columns(header, aliases)
     renamed = {source: canonical for canonical, source in mapping.items()}
     names = [renamed.get(name, name) for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1 or name == "_line"})
+    if repeated:
+        raise SchemaError(
+            f"{path}: line 1: repeated column(s): {', '.join(repeated)} (after reading "
+            f"known spellings as NIGHTS names); columns found: {', '.join(header)}"
+        )
     columns: dict[str, list] = {name: [] for name in names}
     lines: list[int] = []
     problems = _Problems(path)
@@ -372,6 +454,10 @@ def _read_tolerant(
         parsed = []
         for name, text in zip(names, fields):
             parser = _PARSERS.get(name) if name in mapping else None
+            if parser is not None and name in required and not text.strip():
+                problems.add(line, f"column '{mapping[name]}': is empty")
+                parsed = None
+                break
             if parser is None or parser is parse_text:
                 parsed.append(text)
             elif not text.strip():
@@ -389,6 +475,10 @@ def _read_tolerant(
             columns[name].append(value)
         lines.append(line)
     problems.raise_if_any(what)
+    if not lines:
+        raise SchemaError(f"{path}: the header is there but there are no rows")
+    import pandas as pd
+
     frame = pd.DataFrame(columns)
     frame["_line"] = lines
     return frame, header
@@ -419,7 +509,9 @@ def read_raw_csv(path: str | os.PathLike) -> pd.DataFrame:
             known column holds a bad value (with its line).
     """
     path = Path(path)
-    frame, header = _read_tolerant(path, RAW_ALIASES, "nights_raw.csv")
+    frame, header = _read_tolerant(
+        path, RAW_ALIASES, "nights_raw.csv", {"id", "ref_path", "left_path", "right_path"}
+    )
     _require(
         path,
         frame,
@@ -459,6 +551,14 @@ def _check_unique_ids(path: Path, frame: pd.DataFrame, key: tuple[str, ...] = ("
         )
 
 
+_JND_REQUIRED = {"id", "ref_path", "distort_path", "left_path", "right_path"} | {
+    "same",
+    "left_same",
+    "right_same",
+    "response",
+}
+
+
 def read_jnd_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Reads ``jnd_votes.csv`` (schema unpublished) into one row per (reference, distortion) pair.
 
@@ -473,8 +573,10 @@ def read_jnd_csv(path: str | os.PathLike) -> pd.DataFrame:
     Returns columns ``id, ref_path, distort_path, same, votes`` (``same``: fraction of "same"
     answers) followed by any unknown columns.
     """
+    import pandas as pd
+
     path = Path(path)
-    frame, header = _read_tolerant(path, JND_ALIASES, "jnd_votes.csv")
+    frame, header = _read_tolerant(path, JND_ALIASES, "jnd_votes.csv", _JND_REQUIRED)
     wide = {"left_path", "right_path", "left_same", "right_same"} <= set(frame.columns)
     if wide:
         pairs = []

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _paths
-from ._files import exclusive_lock
+from ._files import file_lock
 
 _CHUNK = 900  # SQLite allows 999 parameters a statement in old builds
 
@@ -43,7 +43,7 @@ class ScoreCache:
         self.db = sqlite3.connect(self.path, timeout=60)
         # Switching a new file to WAL can fail at once with "database is locked" when another
         # process (a second rank) does the same; so one process at a time sets the file up.
-        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript("""
             CREATE TABLE IF NOT EXISTS embeddings (

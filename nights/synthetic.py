@@ -17,7 +17,9 @@ Layout written under ``out`` (the same as ``NIGHTS_HOME`` after downloading)::
 Example::
 
     >>> from nights.synthetic import make_synthetic_nights
-    >>> home = make_synthetic_nights("/tmp/sample", n_triplets=60, image_size=64)  # doctest: +SKIP
+    >>> home = make_synthetic_nights(scratch / "sample", n_triplets=60, image_size=64)
+    >>> sorted(p.name for p in home.iterdir())
+    ['jnd_votes.csv', 'nights', 'nights_unfiltered']
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ._files import remove_abandoned
 from ._paths import DATA_CSV, JND_CSV, NIGHTS_DIR, RAW_CSV, UNFILTERED_DIR
 from .schema import DATA_CSV_COLUMNS
 
@@ -355,6 +358,7 @@ def make_synthetic_nights(
         raise ValueError("n_triplets must be >= 1 and image_size >= 8")
     rng = np.random.default_rng(seed)
     jobs = jobs or os.cpu_count() or 1
+    remove_abandoned(out)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -383,13 +387,13 @@ def ensure_sample(home: str | os.PathLike | None = None) -> Path:
     It lives in ``NIGHTS_HOME/sample`` unless ``home`` is given; the main job and the README's
     demo run on it when no real NIGHTS data is present.
     """
-    from ._files import exclusive_lock
+    from ._files import file_lock
     from ._paths import nights_home
 
     out = Path(home) if home is not None else nights_home() / "sample"
     if (out / NIGHTS_DIR / DATA_CSV).is_file():
         return out
-    with exclusive_lock(out.parent / f".{out.name}.lock"):  # e.g. two ranks on a fresh machine
+    with file_lock(out.parent / f".{out.name}.lock"):  # e.g. two ranks on a fresh machine
         if not (out / NIGHTS_DIR / DATA_CSV).is_file():
             make_synthetic_nights(out, overwrite=True, **EMBEDDED_SAMPLE)
     return out

@@ -10,7 +10,7 @@ How the images are stored (choose with ``images=``):
 * ``"path"`` (default): the Arrow rows hold the absolute path of each original PNG. Nothing is
   copied (the full release is 58 GB), nothing is re-encoded; images decode from the folder.
 * ``"bytes"``: the original PNG bytes, unchanged, inside the Arrow files: a self-contained copy
-  that no longer needs the folder (what :func:`nights.votes.write_split` puts into Parquet).
+  that no longer needs the folder (what :func:`nights.splits.write_split` puts into Parquet).
 * ``image_size=N``: a pre-resized copy, resized as DreamSim preprocesses (RGB, PIL bicubic,
   square) and stored as uncompressed (lossless) PNG; small and fast to iterate for scoring.
 
@@ -35,18 +35,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from . import _paths
-from ._files import exclusive_lock, file_sha256
-from .errors import DatasetNotFoundError, IntegrityError, NightsError
+from ._files import atomic_path, file_lock, file_sha256
+from ._progress import progress_bar
+from .errors import DatasetNotFoundError, ImageError, IntegrityError, NightsError
+from .hub import is_hub_root, materialize
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
-from .schema import read_data_csv, read_jnd_csv, read_raw_csv
+from .schema import (
+    IMAGE_COLUMNS,
+    JND_IMAGE_COLUMNS,
+    SPLITS,
+    arrow_features,
+    read_data_csv,
+    read_jnd_csv,
+    read_raw_csv,
+    split_mask,
+)
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-SPLITS = ("train", "val", "test", "test_imagenet", "test_no_imagenet", "all")
 VARIANTS = ("nights", "unfiltered", "jnd")
 _SHARD_ROWS = 1000
 _MAX_LISTED = 100
@@ -66,17 +75,21 @@ class Source:
 
     @property
     def image_columns(self) -> tuple[str, ...]:
-        return ("ref", "distort") if self.variant == "jnd" else ("ref", "left", "right")
+        return JND_IMAGE_COLUMNS if self.variant == "jnd" else IMAGE_COLUMNS
 
 
 def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> Source:
     """Finds the CSV of ``variant`` in ``root`` (a release folder or a ``NIGHTS_HOME``-like one).
 
     ``root`` may be the folder holding the CSV (``.../nights``) or the folder above it
-    (``NIGHTS_HOME``, or what ``nights sample`` writes); ``None`` means ``NIGHTS_HOME``.
+    (``NIGHTS_HOME``, or what ``nights sample`` writes); ``None`` means ``NIGHTS_HOME``. A Hub
+    dataset id (``hf://datasets/OWNER/NAME[@REVISION]``) or a folder in the Hub layout is first
+    written out as a release folder under ``NIGHTS_HOME/hub`` (see :mod:`nights.hub`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    if is_hub_root(root):
+        root = materialize(root, variant)
     base = Path(root).expanduser() if root is not None else _paths.nights_home()
     if variant == "nights":
         candidates = [
@@ -103,42 +116,30 @@ def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> S
     )
 
 
+def release_or_sample(root: str | os.PathLike | None = None) -> Path:
+    """``root`` when given; else ``NIGHTS_HOME`` when it holds the release; else the embedded
+    synthetic sample (written on first use; a warning says so): the data that the commands
+    run on when no folder is named."""
+    from .synthetic import ensure_sample
+
+    if root is not None:
+        return Path(root)
+    try:
+        resolve_source(None, "nights")
+        return _paths.nights_home()
+    except DatasetNotFoundError:
+        logger.warning(
+            "no NIGHTS release in %s: using the embedded synthetic sample (download the "
+            "release with `nights download chunked`)",
+            _paths.nights_home(),
+        )
+        return ensure_sample()
+
+
 def read_source_csv(source: Source) -> pd.DataFrame:
     """The validated CSV of a source, with the reader its variant needs."""
     reader = {"nights": read_data_csv, "unfiltered": read_raw_csv, "jnd": read_jnd_csv}
     return reader[source.variant](source.csv_path)
-
-
-def _features(source: Source, frame: pd.DataFrame):
-    from datasets import Features, Image, Value
-
-    images = {name: Image() for name in source.image_columns}
-    if source.variant == "jnd":
-        fields = {
-            "id": Value("int64"),
-            **images,
-            "same": Value("float64"),
-            "votes": Value("int64"),
-            "ref_path": Value("string"),
-            "distort_path": Value("string"),
-        }
-    else:
-        fields = {
-            "id": Value("int64"),
-            **images,
-            "left_vote": Value("float64"),
-            "right_vote": Value("float64"),
-            "votes": Value("int64"),
-            "split": Value("string"),
-            "is_imagenet": Value("bool"),
-            "prompt": Value("string"),
-            "ref_path": Value("string"),
-            "left_path": Value("string"),
-            "right_path": Value("string"),
-        }
-    for name in frame.columns:
-        fields.setdefault(name, Value("string"))
-    return Features(fields)
 
 
 def _check_all_images(source: Source, frame: pd.DataFrame, progress: bool | None) -> None:
@@ -150,7 +151,7 @@ def _check_all_images(source: Source, frame: pd.DataFrame, progress: bool | None
                 paths,
                 pool.map(
                     lambda rel: check_image(source.image_root / rel, decode=False),
-                    tqdm(paths, desc="checking images", unit="img", disable=_quiet(progress)),
+                    progress_bar(paths, progress=progress, desc="checking images", unit="img"),
                 ),
             )
         )
@@ -178,26 +179,36 @@ def _list_bad_images(source: Source, bad: list[tuple[int, str, str, str]]) -> st
     )
 
 
-def _quiet(progress: bool | None) -> bool | None:
-    """tqdm's ``disable``: None hides the bar when stderr is not a terminal."""
-    return None if progress is None else not progress
-
-
 def _encode_resized(task: tuple[str, int]) -> bytes | str:
     """Worker: the resized PNG bytes of one file, or the reason it failed."""
     path, size = task
     try:
         return encode_png(resize_like_dreamsim(open_rgb(path), size))
-    except (OSError, SyntaxError, ValueError) as error:
-        return f"cannot be decoded ({error})"
+    except ImageError as error:
+        return error.problem
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a table stores its images: ``images`` ``"path"`` or ``"bytes"``, ``image_size`` a
+    pre-resized copy (see the module's docstring); part of the cache key."""
+
+    images: str = "path"
+    image_size: int | None = None
+
+    def validate(self) -> None:
+        if self.images not in ("path", "bytes"):
+            raise ValueError(f"images must be 'path' or 'bytes', not {self.images!r}")
+        if self.image_size is not None and not 8 <= self.image_size <= 4096:
+            raise ValueError(f"image_size must be between 8 and 4096, not {self.image_size}")
 
 
 class _ImageEncoder:
     """Turns relative image paths into ``datasets.Image`` storage for one storage mode."""
 
-    def __init__(self, source: Source, images: str, image_size: int | None, jobs: int):
-        self.source, self.images, self.image_size = source, images, image_size
-        self.pool = ProcessPoolExecutor(jobs) if image_size and jobs > 1 else None
+    def __init__(self, source: Source, options: BuildOptions, jobs: int):
+        self.source, self.images, self.image_size = source, options.images, options.image_size
+        self.pool = ProcessPoolExecutor(jobs) if self.image_size and jobs > 1 else None
 
     def close(self) -> None:
         if self.pool:
@@ -227,12 +238,11 @@ class _ImageEncoder:
         return {rel: {"bytes": None, "path": path} for rel, path in zip(unique, absolute)}
 
 
-def _shard_table(
-    frame: pd.DataFrame, features, source: Source, encoder: _ImageEncoder, failures: list
-) -> pa.Table | None:
+def _shard_table(frame: pd.DataFrame, features, encoder: _ImageEncoder, failures: list) -> pa.Table:
+    """The Arrow rows of ``frame``; images that fail are appended to ``failures``."""
     columns = {}
     for name in features:
-        if name in source.image_columns:
+        if name in encoder.source.image_columns:
             encoded = encoder.encode(frame[f"{name}_path"].tolist())
             for row_id, rel in zip(frame["id"], frame[f"{name}_path"]):
                 if isinstance(encoded[rel], str):
@@ -251,23 +261,13 @@ def _shard_table(
 
 
 def _write_arrow(table: pa.Table, path: Path) -> None:
-    """Atomic: written beside, renamed into place, so a shard that exists is complete."""
-    partial = path.with_suffix(".partial")
-    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    """Atomic: a shard that exists is complete."""
+    with (
+        atomic_path(path) as partial,
+        pa.OSFile(str(partial), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema) as writer,
+    ):
         writer.write_table(table, max_chunksize=100)
-    os.replace(partial, path)
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    images: str = "path"
-    image_size: int | None = None
-
-    def validate(self) -> None:
-        if self.images not in ("path", "bytes"):
-            raise ValueError(f"images must be 'path' or 'bytes', not {self.images!r}")
-        if self.image_size is not None and not 8 <= self.image_size <= 4096:
-            raise ValueError(f"image_size must be between 8 and 4096, not {self.image_size}")
 
 
 def build_table(
@@ -297,7 +297,7 @@ def build_table(
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
     cache = _paths.table_cache_dir(cache_dir)
     final = cache / f"{source.variant}-{key}"
-    with exclusive_lock(cache / f".{final.name}.lock"):  # one builder per entry
+    with file_lock(cache / f".{final.name}.lock"):  # one builder per entry
         if (final / "meta.json").is_file() and not rebuild:
             return final
         partial = cache / f".{final.name}.partial"
@@ -306,9 +306,8 @@ def build_table(
         partial.mkdir(parents=True, exist_ok=True)
         frame = read_source_csv(source)
         _check_all_images(source, frame, progress)
-        features = _features(source, frame)
         started = time.time()
-        _write_shards(source, options, frame, features, partial, progress, jobs)
+        _write_shards(source, frame, partial, options=options, progress=progress, jobs=jobs)
         meta = {
             **key_fields,
             "csv_path": str(source.csv_path),
@@ -323,25 +322,32 @@ def build_table(
         return final
 
 
-def _write_shards(source, options, frame, features, partial, progress, jobs) -> None:
-    encoder = _ImageEncoder(source, options.images, options.image_size, jobs or os.cpu_count() or 1)
+def _write_shards(
+    source: Source,
+    frame: pd.DataFrame,
+    folder: Path,
+    *,
+    options: BuildOptions,
+    progress: bool | None,
+    jobs: int | None,
+) -> None:
+    """Writes the shards of ``frame`` that ``folder`` lacks (an interrupted build resumes)."""
+    features = arrow_features(source.variant, frame.columns)
+    encoder = _ImageEncoder(source, options, jobs or os.cpu_count() or 1)
     failures: list = []
     starts = range(0, len(frame), _SHARD_ROWS)
     try:
         for number, start in enumerate(
-            tqdm(
-                starts,
-                desc=f"building {source.variant} table",
-                unit="shard",
-                disable=_quiet(progress),
+            progress_bar(
+                starts, progress=progress, desc=f"building {source.variant} table", unit="shard"
             )
         ):
-            shard = partial / f"shard-{number:05d}.arrow"
+            shard = folder / f"shard-{number:05d}.arrow"
             if shard.exists():  # finished by an earlier, interrupted build
                 continue
             before = len(failures)
             table = _shard_table(
-                frame.iloc[start : start + _SHARD_ROWS], features, source, encoder, failures
+                frame.iloc[start : start + _SHARD_ROWS], features, encoder, failures
             )
             if len(failures) == before:
                 _write_arrow(table, shard)
@@ -368,23 +374,6 @@ def table_meta(table) -> dict:
         return dict(json.loads(table.info.description or "{}").get("nights", {}))
     except json.JSONDecodeError:
         return {}
-
-
-def split_mask(split: str, splits, is_imagenet) -> np.ndarray:
-    """Which rows belong to ``split`` (one of :data:`SPLITS`), from the ``split`` and
-    ``is_imagenet`` columns as arrays: upstream's ``test_imagenet`` / ``test_no_imagenet``
-    are the test rows with and without ``is_imagenet``."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    splits = np.asarray(splits)
-    if split == "all":
-        return np.ones(len(splits), dtype=bool)
-    base = "test" if split.startswith("test") else split
-    mask = splits == base
-    if split != base:
-        imagenet = np.asarray(is_imagenet) == True  # noqa: E712 (nulls count as False)
-        mask &= imagenet if split == "test_imagenet" else ~imagenet
-    return mask
 
 
 def select_split(table, split: str | None, min_votes: int | None):
@@ -450,7 +439,9 @@ def load_nights(
         split: ``train``, ``val``, ``test``, ``test_imagenet``, ``test_no_imagenet`` or ``all``;
             ``None`` gives a ``DatasetDict`` of ``train``, ``val`` and ``test``.
         root: the release folder (holding ``data.csv``) or the folder above it; ``None`` is
-            ``NIGHTS_HOME`` (default ``~/.cache/nights``).
+            ``NIGHTS_HOME`` (default ``~/.cache/nights``). Also a Hub dataset id
+            (``hf://datasets/OWNER/NAME``, ``@REVISION`` optional) or a folder written by
+            ``nights publish``: read through ``datasets`` once, then cached as a folder is.
         variant: ``nights`` (the 20k release) or ``unfiltered`` (``nights_raw.csv``).
         min_votes: keep rows with at least this many votes. The default 6 is upstream's view
             (its published test numbers use it); ``None`` keeps every row.
@@ -475,16 +466,16 @@ def load_nights(
     Example::
 
         >>> from nights import load_nights
-        >>> test = load_nights(split="test", root="~/data/nights")   # doctest: +SKIP
-        >>> row = test[0]; row["ref"].size, row["right_vote"]        # doctest: +SKIP
-        ((768, 768), 1.0)
+        >>> test = load_nights(split="test", root=sample_root)
+        >>> row = test[0]; row["ref"].size, row["left_vote"] + row["right_vote"]
+        ((48, 48), 1.0)
     """
     if variant == "jnd":
         raise ValueError("use load_jnd() for the JND votes")
     try:
         source = resolve_source(root, variant)
     except DatasetNotFoundError:
-        if not download:
+        if not download or is_hub_root(root):
             raise
         from .download import download as fetch
 
@@ -495,7 +486,8 @@ def load_nights(
             progress=progress,
         )
         source = resolve_source(root, variant)
-    table = _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs)
+    build = {"cache_dir": cache_dir, "rebuild": rebuild, "progress": progress, "jobs": jobs}
+    table = open_table(build_table(source, BuildOptions(images, image_size), **build))
     if split is None:
         from datasets import DatasetDict
 
@@ -522,18 +514,7 @@ def load_jnd(
     ``NIGHTS_HOME``-like folder holding ``jnd_votes.csv`` and ``nights/``, or the ``nights/``
     folder with ``jnd_votes.csv`` inside or beside it. Other arguments as :func:`load_nights`.
     """
-    source = resolve_source(root, "jnd")
-    return _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs)
-
-
-def _open_source(source, images, image_size, cache_dir, rebuild, progress, jobs):
-    """The built (or cached) table of ``source``, memory-mapped."""
-    folder = build_table(
-        source,
-        BuildOptions(images, image_size),
-        cache_dir=cache_dir,
-        rebuild=rebuild,
-        progress=progress,
-        jobs=jobs,
+    build = {"cache_dir": cache_dir, "rebuild": rebuild, "progress": progress, "jobs": jobs}
+    return open_table(
+        build_table(resolve_source(root, "jnd"), BuildOptions(images, image_size), **build)
     )
-    return open_table(folder)

@@ -9,8 +9,10 @@ Example::
 
     >>> from nights import load_nights
     >>> from nights.torch_data import to_torch
-    >>> loader = to_torch(load_nights("test", image_size=224), batch_size=32)  # doctest: +SKIP
-    >>> ref, left, right, p, ids = next(iter(loader))                          # doctest: +SKIP
+    >>> loader = to_torch(load_nights("test", root=sample_root, image_size=224), batch_size=8)
+    >>> ref, left, right, p, ids = next(iter(loader))
+    >>> tuple(ref.shape), ref.dtype, p.dtype, ids.dtype
+    ((8, 3, 224, 224), torch.float32, torch.float32, torch.int64)
 """
 
 from __future__ import annotations

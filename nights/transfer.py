@@ -31,6 +31,7 @@ from pathlib import Path
 import requests
 import urllib3
 
+from ._files import write_atomic
 from .errors import DownloadError
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,15 @@ def _content_range_total(response: requests.Response) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """``os.pwrite`` until every byte is written: on a nearly full disk a write can be short
+    (the next one then fails with ENOSPC), and the bytes it left out must not count as done."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 @dataclass
 class _Segment:
     start: int
@@ -243,9 +253,7 @@ class FileDownload:
                 "ranges": ranges,
                 "segments": [[s.start, s.end, s.done] for s in segments],
             }
-            temporary = self.state_path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(payload))
-            os.replace(temporary, self.state_path)
+            write_atomic(self.state_path, json.dumps(payload))
 
     def remaining_bytes(self, info: RemoteInfo) -> int | None:
         """Bytes still to fetch, counting what an earlier try finished."""
@@ -336,7 +344,7 @@ class FileDownload:
                 if ranges and _content_range_total(response) != info.size:
                     raise _Retryable("the file's size changed on the server")
                 for chunk in _stream(response):
-                    os.pwrite(fd, chunk, segment.start + segment.done)
+                    _pwrite_all(fd, chunk, segment.start + segment.done)
                     segment.done += len(chunk)
                     self.client.count(len(chunk))
                     self.on_bytes(len(chunk))

@@ -3,8 +3,16 @@
 Example::
 
     >>> from nights.verify import verify_folder
-    >>> report = verify_folder("~/data/nights")          # doctest: +SKIP
-    >>> report.ok, report.summary()                      # doctest: +SKIP
+    >>> report = verify_folder(sample_root, progress=False)
+    >>> report.ok, report.rows
+    (True, 120)
+    >>> print(report.summary())
+    CSV: .../nights/data.csv
+    images under: .../nights
+    rows: 120
+    images checked: 360 (... MB)
+      360 x 48x48 RGB
+    OK
 """
 
 from __future__ import annotations
@@ -14,8 +22,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
+from ._progress import progress_bar
 from .errors import SchemaError
 from .images import inspect_image
 from .table import Source, read_source_csv, resolve_source
@@ -25,7 +32,11 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify_folder` found; ``ok`` is False when anything is wrong."""
+    """What :func:`verify_folder` found; ``ok`` is False when anything is wrong.
+
+    ``warnings`` lists usable images that are read differently from what they hold (16-bit
+    PNGs); they do not make ``ok`` False.
+    """
 
     csv_path: str
     image_root: str
@@ -33,6 +44,7 @@ class VerifyReport:
     images_checked: int = 0
     schema_error: str | None = None
     problems: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
     manifest_files: int = 0
     manifest_problems: list[str] = field(default_factory=list)
     image_kinds: dict[str, int] = field(default_factory=dict)
@@ -63,13 +75,24 @@ class VerifyReport:
             ]
             if len(self.problems) > limit:
                 lines.append(f"  ... and {len(self.problems) - limit} more (see --report)")
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} image reference(s) with a warning:")
+            lines += [
+                f"  id {w['id']}, {w['column']}: {w['path']}: {w['warning']}"
+                for w in self.warnings[:limit]
+            ]
+            if len(self.warnings) > limit:
+                lines.append(f"  ... and {len(self.warnings) - limit} more (see --report)")
         if self.manifest_files:
             lines.append(
                 f"download manifest: {self.manifest_files} files, "
                 f"{len(self.manifest_problems)} problem(s)"
             )
             lines += [f"  {problem}" for problem in self.manifest_problems[:limit]]
-        lines.append("OK" if self.ok else "PROBLEMS FOUND")
+        if not self.ok:
+            lines.append("PROBLEMS FOUND")
+        else:
+            lines.append(f"OK, {len(self.warnings)} warning(s)" if self.warnings else "OK")
         return "\n".join(lines)
 
 
@@ -115,35 +138,26 @@ def verify_folder(
                 paths,
                 pool.map(
                     lambda rel: inspect_image(source.image_root / rel, decode),
-                    tqdm(
-                        paths,
-                        desc="verifying images",
-                        unit="img",
-                        disable=None if progress is None else not progress,
-                    ),
+                    progress_bar(paths, progress=progress, desc="verifying images", unit="img"),
                 ),
             )
         )
     report.images_checked = len(paths)
-    report.image_kinds = dict(Counter(kind for _, kind in results.values() if kind))
+    report.image_kinds = dict(Counter(s.description for s in results.values() if s.description))
     report.total_bytes = sum(
         (source.image_root / rel).stat().st_size
-        for rel, (problem, _) in results.items()
-        if problem is None
+        for rel, status in results.items()
+        if status.problem is None
     )
     for row in frame.itertuples():
         for column in columns:
             relative = getattr(row, f"{column}_path")
-            problem = results[relative][0]
-            if problem:
-                report.problems.append(
-                    {
-                        "id": int(row.id),
-                        "column": column,
-                        "path": str(source.image_root / relative),
-                        "problem": problem,
-                    }
-                )
+            status = results[relative]
+            place = {"id": int(row.id), "column": column, "path": str(source.image_root / relative)}
+            if status.problem:
+                report.problems.append({**place, "problem": status.problem})
+            elif status.warning:
+                report.warnings.append({**place, "warning": status.warning})
     if variant != "jnd":  # JND votes cover a subset of the release's images by design
         referenced = {str(source.image_root / rel) for rel in paths}
         report.unreferenced = sum(

@@ -12,12 +12,12 @@ fields in place; a second metric adds its fields beside the first.
 
 FiftyOne is imported here only: ``import nights`` never loads it.
 
-Example::
+Example (it needs FiftyOne's MongoDB, so it is not run with the other examples)::
 
     >>> from nights import load_nights
     >>> from nights.visualize import to_fiftyone
     >>> audit = "nights-audit/test/audit.parquet"
-    >>> dataset = to_fiftyone(load_nights("test"), audit=audit)   # doctest: +SKIP
+    >>> dataset = to_fiftyone(load_nights("test"), audit=audit)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .schema import IMAGE_COLUMNS as SLICES
 from .table import table_meta
 from .votes import votes_frame
 
-SLICES = ("ref", "left", "right")
 LOW_VOTES = 6
 
 
@@ -210,39 +210,39 @@ def to_fiftyone(
             )
         summary = json.loads((Path(audit).parent / "summary.json").read_text())
         entry = summary["metrics"].get(embeddings, {})
-        if "cache_id" not in entry:
+        if entry.get("input_size") is None or "cache_id" not in entry:
             raise ValueError(
                 f"the audit has no embedding metric {embeddings!r} (it has "
                 f"{', '.join(summary['metrics'])})"
             )
+        from .score_cache import ScoreCache
         from .table import load_nights
 
         meta = table_meta(table)
-        table224 = load_nights(
+        embedded = load_nights(
             "all",
             root=meta.get("root"),
             variant=meta.get("variant", "nights"),
             min_votes=None,
-            image_size=224,
+            image_size=entry["input_size"],
             progress=progress,
         )
-        from .score_cache import ScoreCache
-
         add_embeddings(
-            dataset, embeddings, entry["cache_id"], table224, cache=ScoreCache(score_cache)
+            dataset, embeddings, entry["cache_id"], embedded, cache=ScoreCache(score_cache)
         )
     return dataset
 
 
 def add_embeddings(
-    dataset, metric: str, cache_id: str, table224, cache=None, methods=("pca", "tsne", "umap")
+    dataset, metric: str, cache_id: str, embedded, cache=None, methods=("pca", "tsne", "umap")
 ) -> None:
     """Stores an audited metric's cached embeddings on every slice, computes 2-D
     visualisations (UMAP only when umap-learn is installed) and a similarity index over all
     slices, so the App's embeddings panel and "sort by similarity" work.
 
-    ``table224`` is the pre-resized table the audit embedded (its image bytes are the cache
-    keys) and ``cache_id`` the metric's id in the score cache (``summary.json``).
+    ``embedded`` is the pre-resized table the audit embedded (at the metric's input size: its
+    image bytes are the cache keys) and ``cache_id`` the metric's id in the score cache
+    (``summary.json``).
     """
     import fiftyone.brain as fob
 
@@ -250,10 +250,10 @@ def add_embeddings(
     from .score_cache import ScoreCache
 
     cache = cache or ScoreCache()
-    images = TableImages(table224, SLICES)
+    images = TableImages(embedded, SLICES)
     key_of = {
         (triplet, name): images.keys[name][row]
-        for row, triplet in enumerate(table224["id"])
+        for row, triplet in enumerate(embedded["id"])
         for name in SLICES
     }
     flat = dataset.select_group_slices(list(SLICES))

@@ -1,41 +1,36 @@
-"""Vote statistics, vote filters and filtered splits written back to disk.
+"""Vote statistics and vote filters (writing the result: :mod:`nights.splits`).
 
 Example::
 
     >>> from nights import load_nights
-    >>> from nights.votes import agreement_stats, filter_votes, write_split
-    >>> table = load_nights(split="all", min_votes=None)                    # doctest: +SKIP
-    >>> agreement_stats(table, by="split")                                  # doctest: +SKIP
-    >>> strict = filter_votes(table, min_votes=8)                           # doctest: +SKIP
-    >>> write_split(strict, "nights_min8", format="nights")                 # doctest: +SKIP
+    >>> from nights.votes import agreement_stats, filter_votes
+    >>> table = load_nights(split="all", root=sample_root, min_votes=None)
+    >>> list(agreement_stats(table, by="split").index)
+    ['test', 'train', 'val']
+    >>> strict = filter_votes(table, min_votes=8)
+    >>> min(strict["votes"]) >= 8, len(strict) < len(table)
+    (True, True)
 """
 
 from __future__ import annotations
 
-import csv
-import datetime
-import errno
-import json
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from .errors import IntegrityError, NightsError
-from .schema import DATA_CSV_COLUMNS
-from .table import table_meta, with_step
+from .errors import NightsError
+from .schema import VOTE_COLUMNS
+from .table import with_step
 
-_VOTE_COLUMNS = ("id", "left_vote", "right_vote", "votes", "split", "is_imagenet", "prompt")
 GROUPINGS = ("split", "votes", "prompt", "is_imagenet")
 
 
 def votes_frame(table) -> pd.DataFrame:
     """The non-image columns of a table as a DataFrame (no image is read)."""
-    return table.select_columns([c for c in _VOTE_COLUMNS if c in table.column_names]).to_pandas()
+    return table.select_columns([c for c in VOTE_COLUMNS if c in table.column_names]).to_pandas()
 
 
 def agreement_stats(table, by: str | None = "split") -> pd.DataFrame:
@@ -101,7 +96,7 @@ def filter_votes(
         ids / exclude_ids: ids to keep / drop, as a collection or a text file of ids.
 
     The conditions are recorded in the result's metadata and end up in ``provenance.json``
-    when it is written with :func:`write_split`.
+    when it is written with :func:`nights.splits.write_split`.
     """
     frame = votes_frame(table)
     mask = np.ones(len(frame), dtype=bool)
@@ -136,212 +131,3 @@ def filter_votes(
         else (f"{len(drop)} ids" if drop is not None else None),
     }
     return with_step(table, selected, {k: v for k, v in step.items() if v is not None})
-
-
-# -- writing splits --
-
-
-def _original_file(meta: dict, storage: dict | None, relative: str) -> Path | None:
-    """The original image file of a row, when it is reachable on this disk."""
-    root = meta.get("root")
-    if root and (Path(root) / relative).is_file():
-        return Path(root) / relative
-    if storage and storage.get("path") and Path(storage["path"]).is_absolute():
-        path = Path(storage["path"])
-        return path if path.is_file() else None
-    return None
-
-
-def _place_file(source: Path, target: Path, link: str) -> str:
-    """Copies, hard-links or symlinks; ``auto`` hard-links on the same disk, else copies."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if link == "symlink":
-        os.symlink(source.resolve(), target)
-        return "symlink"
-    if link in ("auto", "hardlink"):
-        try:
-            os.link(source, target)
-            return "hardlink"
-        except OSError as error:
-            if link == "hardlink" or error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-    shutil.copyfile(source, target)
-    return "copy"
-
-
-def _write_nights_folder(table, folder: Path, link: str, meta: dict) -> dict:
-    missing = [c for c in DATA_CSV_COLUMNS if c not in table.column_names]
-    if missing:
-        raise NightsError(f"cannot write the NIGHTS format: the table lacks {', '.join(missing)}")
-    rows = table.select_columns(list(DATA_CSV_COLUMNS)).to_pandas()
-    image_columns = [c for c in ("ref", "left", "right") if c in table.column_names]
-    storages = table.select_columns(image_columns).with_format("arrow")
-    methods: dict[str, int] = {}
-    written: set[str] = set()
-    problems = []
-    for start in range(0, len(table), 256):
-        batch = storages[start : start + 256].to_pylist()
-        for offset, row in enumerate(batch):
-            record = rows.iloc[start + offset]
-            for column in image_columns:
-                relative = record[f"{column}_path"]
-                if relative in written:
-                    continue
-                target = folder / relative
-                source = _original_file(meta, row[column], relative)
-                if source is not None:
-                    method = _place_file(source, target, link)
-                elif row[column] and row[column].get("bytes") and not meta.get("image_size"):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(row[column]["bytes"])
-                    method = "embedded"
-                else:
-                    problems.append(f"  id {record['id']}, {column}: {relative}")
-                    continue
-                written.add(relative)
-                methods[method] = methods.get(method, 0) + 1
-    if problems:
-        raise IntegrityError(
-            f"{len(problems)} original image(s) are not reachable:\n" + "\n".join(problems[:100])
-        )
-    with open(folder / "data.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(DATA_CSV_COLUMNS)
-        for record in rows.itertuples(index=False):
-            values = record._asdict()
-            values["is_imagenet"] = "True" if values["is_imagenet"] else "False"
-            writer.writerow([values[c] for c in DATA_CSV_COLUMNS])
-    return {"images": len(written), "placed_by": methods}
-
-
-def _embedded_image_column(meta: dict, storages: list, relatives: list[str]) -> list[dict]:
-    values = []
-    for storage, relative in zip(storages, relatives):
-        if storage and storage.get("bytes") is not None:
-            values.append({"bytes": storage["bytes"], "path": relative})
-            continue
-        source = _original_file(meta, storage, relative)
-        if source is None:
-            raise IntegrityError(
-                f"image {relative} is not reachable (looked in {meta.get('root')})"
-            )
-        values.append({"bytes": source.read_bytes(), "path": relative})
-    return values
-
-
-def _write_parquet_folder(table, folder: Path, meta: dict, shard_rows: int) -> dict:
-    import pyarrow.parquet as pq
-
-    schema = table.features.arrow_schema
-    image_columns = [c for c in ("ref", "left", "right", "distort") if c in table.column_names]
-    arrow_rows = table.with_format("arrow")
-    split_values = (
-        table.select_columns(["split"]).to_pandas()["split"].fillna("train")
-        if "split" in table.column_names
-        else pd.Series(["train"] * len(table))
-    )
-    files = []
-    (folder / "data").mkdir(parents=True)
-    for split_name in sorted(split_values.unique()):
-        indices = np.flatnonzero((split_values == split_name).to_numpy())
-        count = max(1, -(-len(indices) // shard_rows))
-        for shard in range(count):
-            chosen = indices[shard * shard_rows : (shard + 1) * shard_rows]
-            part = arrow_rows[chosen.tolist()] if len(chosen) else arrow_rows[0:0]
-            columns = {}
-            for name in schema.names:
-                if name in image_columns:
-                    columns[name] = _embedded_image_column(
-                        meta, part.column(name).to_pylist(), part.column(f"{name}_path").to_pylist()
-                    )
-                else:
-                    columns[name] = part.column(name)
-            name = f"data/{split_name}-{shard:05d}-of-{count:05d}.parquet"
-            pq.write_table(pa.Table.from_pydict(columns, schema=schema), folder / name)
-            files.append(name)
-    return {"files": files}
-
-
-def write_split(
-    table,
-    out: str | os.PathLike,
-    format: str = "nights",
-    *,
-    link: str = "auto",
-    overwrite: bool = False,
-    shard_rows: int = 100,
-    note: str | None = None,
-) -> Path:
-    """Writes a table (for instance a filtered one) as a folder other tools can read.
-
-    Args:
-        table: a triplet table from :func:`~nights.load_nights` or :func:`filter_votes`.
-        out: the folder to create.
-        format: ``"nights"``: ``data.csv`` with the release header plus the images it
-            references at the same relative paths, so upstream's loader and
-            ``load_nights(root=out)`` read it; ``"parquet"``:
-            ``data/{split}-NNNNN-of-NNNNN.parquet`` shards with the images embedded, read by
-            ``datasets.load_dataset("parquet", data_dir=out)``.
-        link: for ``"nights"``: ``"auto"`` (hard links on the same disk, else copies),
-            ``"copy"``, ``"hardlink"`` or ``"symlink"``. Original files are used even when the
-            table holds a resized copy.
-        overwrite: replace an existing ``out``.
-        shard_rows: rows per Parquet file.
-        note: free text stored in ``provenance.json``.
-
-    Both formats get ``provenance.json``: the source CSV's sha256 and path, the build options,
-    every filter applied, counts per split, the date. The folder is assembled beside ``out``
-    and renamed into place at the end: an interrupted write leaves no folder at ``out``.
-    """
-    if format not in ("nights", "parquet"):
-        raise ValueError(f"format must be 'nights' or 'parquet', not {format!r}")
-    if link not in ("auto", "copy", "hardlink", "symlink"):
-        raise ValueError(f"link must be auto, copy, hardlink or symlink, not {link!r}")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    if len(table) == 0:
-        raise NightsError("the table has no rows: nothing to write")
-    meta = table_meta(table)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        if format == "nights":
-            details = _write_nights_folder(table, partial, link, meta)
-        else:
-            details = _write_parquet_folder(table, partial, meta, shard_rows)
-        frame = votes_frame(table)
-        counts = (
-            frame["split"].fillna("none").value_counts().sort_index().to_dict()
-            if "split" in frame
-            else {}
-        )
-        provenance = {
-            "format": format,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "rows": len(table),
-            "counts": {str(k): int(v) for k, v in counts.items()},
-            "source": {
-                k: meta.get(k)
-                for k in ("variant", "csv", "csv_path", "root", "images", "image_size")
-            },
-            "filters": meta.get("filters", []),
-            "note": note,
-            **details,
-        }
-        from . import __version__
-
-        provenance["nights_version"] = __version__
-        (partial / "provenance.json").write_text(json.dumps(provenance, indent=2))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(partial, out)
-            shutil.rmtree(old)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return out

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from annotation.campaign import CampaignStore
-from nights.testing import free_port, wait_for_port
+
+from .servers import free_port, wait_for_port
 
 
 @contextlib.contextmanager

@@ -1,14 +1,12 @@
-"""Shared fixtures: a private NIGHTS_HOME per test session and small synthetic samples."""
+"""Fixtures of the test suite (the private homes, the loopback guard and ``sample_home``, shared
+with the docstring examples, are in the repository's conftest.py)."""
 
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
-
-from nights.synthetic import make_synthetic_nights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEMO_IMAGES = SHARED / "data" / "dreamsim_demo"
@@ -32,43 +30,6 @@ def launch_chromium(driver):
             "--disable-component-update",
             "--disable-sync",
         ],
-    )
-
-
-@pytest.fixture(autouse=True)
-def _private_homes(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's caches."""
-    home = tmp_path_factory.getbasetemp() / "nights_home"
-    monkeypatch.setenv("NIGHTS_HOME", str(home))
-    monkeypatch.setenv("DREAMSIM_HOME", str(tmp_path_factory.getbasetemp() / "dreamsim_home"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf_cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf_hub_cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    """Tests talk to servers they start on 127.0.0.1 and to nothing else."""
-    real_connect = socket.socket.connect
-
-    def connect(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in (
-            "127.0.0.1",
-            "::1",
-            "localhost",
-        ):
-            raise AssertionError(f"a test tried to reach {address}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-@pytest.fixture(scope="session")
-def sample_home(tmp_path_factory) -> Path:
-    """A read-only synthetic NIGHTS home (120 triplets at 48 px); copy it before changing it."""
-    return make_synthetic_nights(
-        tmp_path_factory.mktemp("sample") / "home", n_triplets=120, image_size=48, seed=7
     )
 
 

@@ -253,7 +253,7 @@ def test_the_image_route_reaches_exactly_the_campaigns_images(table, tmp_path):
 
 def test_create_refuses_tables_whose_images_cannot_be_served(table, tmp_path, capsys):
     from nights.cli import main
-    from nights.votes import write_split
+    from nights.splits import write_split
 
     datasets = pytest.importorskip("datasets")
     exported = write_split(table.select(range(4)), tmp_path / "pq", format="parquet")

@@ -20,20 +20,18 @@ pytest.importorskip("torchmetrics")
 
 from nights import load_nights, make_synthetic_nights  # noqa: E402
 from nights.audit import audit_frame, score_table, summarize  # noqa: E402
-from nights.cli import main  # noqa: E402
-from nights.metrics import (  # noqa: E402
-    EmbeddingMetric,
-    PairMetric,
+from nights.audit.stats import (  # noqa: E402
     bootstrap_interval,
     fit_vote_likelihood,
-    get_metric,
     jnd_average_precision,
     two_afc,
 )
+from nights.cli import main  # noqa: E402
+from nights.metrics import EmbeddingMetric, PairMetric, get_metric  # noqa: E402
 from nights.score_cache import ScoreCache  # noqa: E402
-from nights.testing import free_port  # noqa: E402
 
 from .dreamsim_checkpoints import write_release  # noqa: E402
+from .servers import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,6 +52,30 @@ def test_bootstrap_interval_brackets_the_mean():
     assert low < values.mean() < high and high - low < 0.2
     assert bootstrap_interval(values, rounds=500) == (low, high)  # seeded
     assert all(math.isnan(v) for v in bootstrap_interval([]))
+
+
+def test_bootstrap_in_chunks_draws_as_if_all_at_once(monkeypatch):
+    values = np.random.default_rng(2).random(3001)
+    indices = np.random.default_rng(0).integers(0, len(values), size=(500, len(values)))
+    means = values[indices].mean(axis=1)
+    expected = (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
+    monkeypatch.setattr("nights.audit.stats.BOOTSTRAP_DRAWS", 7 * len(values) + 5)
+    assert bootstrap_interval(values, rounds=500) == expected  # 72 chunks of 7 rounds, then 3
+
+
+def test_bootstrap_at_100k_triplets_needs_under_200_mb():
+    code = (
+        "import numpy as np, pathlib; from nights.audit.stats import bootstrap_interval\n"
+        "def peak():\n"
+        "    status = pathlib.Path('/proc/self/status').read_text().splitlines()\n"
+        "    return next(int(l.split()[1]) for l in status if l.startswith('VmHWM:')) / 1e3\n"
+        "values = np.random.default_rng(3).random(100_000)\n"
+        "before = peak(); bootstrap_interval(values, rounds=1000); print(peak() - before)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert float(result.stdout) < 200  # MB; 1.5 GB with all rounds drawn at once
 
 
 def test_jnd_average_precision_by_hand():
@@ -148,7 +170,7 @@ def tiny_dreamsim(tmp_path):
 
 @pytest.mark.parametrize("chunk_rows", [4096, 1])  # 1: the shared reference spans two chunks
 def test_each_distinct_image_is_embedded_once(tmp_path, tiny_dreamsim, monkeypatch, chunk_rows):
-    monkeypatch.setattr("nights.audit.CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr("nights.audit.scoring.CHUNK_ROWS", chunk_rows)
     home = make_synthetic_nights(tmp_path / "s", n_triplets=6, image_size=32, n_unfiltered=0)
     csv_path = home / "nights" / "data.csv"
     frame = pd.read_csv(csv_path)
@@ -503,3 +525,123 @@ def test_two_processes_equal_one(sample_home, tmp_path, launcher):
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert one["metrics"] == two["metrics"]
+
+
+class ShapeRecorder(PairMetric):
+    """A pair metric that declares an input size and records the shapes it is given."""
+
+    input_size = 20
+
+    def __init__(self):
+        super().__init__("mse20")
+        self.shapes = set()
+
+    def distances(self, a, b):
+        self.shapes.add(tuple(a.shape[1:]))
+        return ((a - b) ** 2).mean(dim=(1, 2, 3))
+
+
+def test_run_audit_resizes_to_the_input_size_a_metric_declares(sample_home, tmp_path):
+    from nights.audit import AuditResult, run_audit
+
+    recorder = ShapeRecorder()
+    result = run_audit(
+        [recorder, "psnr"],
+        root=sample_home,
+        split="all",
+        min_votes=None,
+        out=tmp_path / "out",
+        cache=tmp_path / "c.db",
+        num_workers=0,
+        report=False,
+        progress=False,
+    )
+    assert isinstance(result, AuditResult) and result.main_process
+    assert recorder.shapes == {(3, 20, 20)}  # the sample is 48 px: resized as declared
+    assert result.summary["metrics"]["mse20"]["input_size"] == 20
+    assert result.summary["metrics"]["psnr"]["input_size"] is None
+    assert sorted(result.paths) == ["candidates", "json", "parquet"]
+    assert not (tmp_path / "out" / "report.html").exists()
+    written = pd.read_parquet(result.paths["parquet"])
+    pd.testing.assert_frame_equal(written, result.audit)
+    assert written["metric"].unique().tolist() == ["mse20", "psnr"]
+    rows = len(pd.read_csv(sample_home / "nights" / "data.csv"))
+    assert (written.groupby("metric").size() == rows).all()
+
+
+RANK_SCRIPT = """
+import json, os, sys
+from nights.audit import run_audit
+
+result = run_audit(["psnr"], root=sys.argv[1], split="all", min_votes=None, out=sys.argv[2],
+                   cache=sys.argv[3], num_workers=0, report=False, progress=False)
+with open(os.path.join(sys.argv[4], "rank" + os.environ["RANK"] + ".json"), "w") as f:
+    json.dump({"rank": os.environ["RANK"], "main": result.main_process,
+               "two_afc": result.summary["metrics"]["psnr"]["overall"]["two_afc"],
+               "rows": len(result.audit)}, f)
+"""
+
+
+@pytest.mark.slow
+def test_every_rank_of_a_launch_gets_the_merged_result(sample_home, tmp_path):
+    script = tmp_path / "audit_rank.py"
+    script.write_text(RANK_SCRIPT)
+    launched = subprocess.run(
+        [
+            *_launcher("torchrun"),
+            str(script),
+            str(sample_home),
+            str(tmp_path / "out"),
+            str(tmp_path / "c.db"),
+            str(tmp_path),
+        ],
+        env={**os.environ, "NIGHTS_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    # one file per rank: two ranks printing to one pipe can interleave their lines
+    results = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
+    assert [(r["rank"], r["main"]) for r in results] == [("0", True), ("1", False)]
+    assert results[0]["two_afc"] == results[1]["two_afc"]
+    assert (
+        results[0]["rows"]
+        == results[1]["rows"]
+        == len(pd.read_csv(sample_home / "nights" / "data.csv"))
+    )
+
+
+@pytest.mark.gpu
+def test_audit_on_cuda_equals_the_cpu_with_two_ranks_on_one_gpu(sample_home, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    weights = tmp_path / "dreamsim_home"
+    write_release(weights, "dino_vitb16", seed=1)
+    env = {**os.environ, "NIGHTS_HOME": str(tmp_path / "home"), "DREAMSIM_HOME": str(weights)}
+    common = [
+        *("--root", str(sample_home), "--split", "all", "--min-votes", "0"),
+        *("--metric", "dreamsim:dino_vitb16", "--metric", "psnr", "--num-workers", "0", "--quiet"),
+    ]
+    script = str(REPO / "scripts" / "audit_agreement.py")
+    on_cpu = subprocess.run(
+        [sys.executable, script, *common, "--device", "cpu", "--out", str(tmp_path / "cpu")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert on_cpu.returncode == 0, on_cpu.stderr[-3000:]
+    # Two processes, one GPU: each takes cuda:(LOCAL_RANK % 1) and scores its shard there.
+    on_gpu = subprocess.run(
+        [*_launcher("torchrun"), script, *common, "--out", str(tmp_path / "gpu")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert on_gpu.returncode == 0, on_gpu.stderr[-3000:]
+    columns = ["id", "metric", "d_left", "d_right"]
+    cpu = pd.read_parquet(tmp_path / "cpu" / "audit.parquet")[columns]
+    gpu = pd.read_parquet(tmp_path / "gpu" / "audit.parquet")[columns]
+    pd.testing.assert_frame_equal(cpu, gpu, atol=2e-3, rtol=0)  # cuDNN convolutions use TF32
+    assert len(list((tmp_path / "gpu" / "parts").glob("*.parquet"))) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -11,19 +10,22 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import nights.download
 import nights.transfer
 from nights import DownloadError, IntegrityError, load_nights, make_synthetic_nights
 from nights.cli import main
 from nights.download import STATE_DIR, check_manifest, download, read_manifest
 from nights.remote_zip import RemoteZip, group_members
-from nights.testing import Fault, ReleaseServer, make_release_archives
 from nights.transfer import HttpClient, RetryPolicy
 from nights.verify import verify_folder
+
+from .servers import Fault, ReleaseServer, make_release_archives
 
 
 @pytest.fixture(scope="module")
@@ -245,11 +247,26 @@ def test_redirect_to_a_mirror(server, mirror, sample, tmp_path):
 
 
 def test_a_second_download_on_the_same_folder_is_refused(server, tmp_path):
-    (tmp_path / STATE_DIR).mkdir(parents=True)
-    with open(tmp_path / STATE_DIR / "lock", "a+") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(DownloadError, match="another download is running"):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from nights.download import _exclusive\n"
+            "with _exclusive(Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()",
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(DownloadError, match=rf"another download is running .*pid {holder.pid}"):
             download("jnd", tmp_path, base_url=server.url, client=fast_client())
+    finally:
+        holder.communicate("")
+    download("jnd", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert (tmp_path / "jnd_votes.csv").is_file()  # the lock went with its holder
 
 
 def test_free_space_check_gives_the_numbers(server, tmp_path, monkeypatch):
@@ -435,3 +452,177 @@ def test_kill_9_mid_download_then_rerun_gives_identical_files(mirror, tmp_path):
         tmp_path / "reference" / "nights"
     )
     assert not list((tmp_path / "killed" / STATE_DIR / "files").glob("*"))
+
+
+# -- full disks and hostile archives --
+
+
+def _zip(path: Path, members: dict[str, bytes], method=zipfile.ZIP_STORED) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MB file system (tmpfs), so that a full disk is a real ENOSPC."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def own_mirror(mirror, tmp_path):
+    """A private copy of the mirror whose archives a test may replace."""
+    return Path(shutil.copytree(mirror, tmp_path / "own-mirror"))
+
+
+def _fail_line(command: list[str], capsys) -> str:
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    return error
+
+
+def test_free_space_counts_what_an_archive_unpacks_to(own_mirror, small_disk, monkeypatch, capsys):
+    """64 MB of zeros deflate to 64 KB: the archive fits on a 16 MB disk, its member does not."""
+    monkeypatch.setattr(nights.download, "_SPACE_MARGIN", 0)
+    _zip(own_mirror / "nights.zip", {"nights/zeros.bin": bytes(64 << 20)}, zipfile.ZIP_DEFLATED)
+    assert (own_mirror / "nights.zip").stat().st_size < 100_000
+    with ReleaseServer(own_mirror) as server:
+        command = ["download", "full", "--root", str(small_disk), "--base-url", server.url]
+        error = _fail_line([*command, "--quiet"], capsys)
+        assert f"not enough free space in {small_disk} to extract nights.zip: 67.1 MB needed" in (
+            error
+        )
+        assert not (small_disk / "nights").exists()
+        assert not list((small_disk / STATE_DIR).glob("extract-*"))
+        # An archive large enough has its directory read before it is fetched.
+        monkeypatch.setattr(nights.download, "_DIRECTORY_FIRST_BYTES", 0)
+        shutil.rmtree(small_disk / STATE_DIR)
+        error = _fail_line([*command, "--quiet"], capsys)
+        assert f"not enough free space in {small_disk}: 67.2 MB needed" in error
+        assert not (small_disk / STATE_DIR / "files" / "nights.zip").exists()
+
+
+def test_a_disk_that_fills_during_the_transfer_is_one_line_and_the_rerun_resumes(
+    own_mirror, small_disk, monkeypatch, capsys
+):
+    # The disk fills after the free-space check (another program writing): a real ENOSPC.
+    monkeypatch.setattr(nights.download, "_check_space", lambda root, needed: None)
+    data = os.urandom(24 << 20)
+    _zip(own_mirror / "nights.zip", {"nights/noise.bin": data})
+    with ReleaseServer(own_mirror) as server:
+        command = ["download", "full", "--root", str(small_disk), "--base-url", server.url]
+        error = _fail_line([*command, "--quiet"], capsys)
+        assert error.startswith(f"nights download: error: the disk of {small_disk} is full")
+        assert "this download needs 50.3 MB there" in error
+        part = small_disk / STATE_DIR / "files" / "nights.zip.part"
+        assert part.stat().st_blocks > 0  # what was fetched is kept for the rerun
+        subprocess.run(["mount", "-o", "remount,size=80m", str(small_disk)], check=True)
+        assert main([*command, "--quiet"]) == 0
+    assert (small_disk / "nights" / "noise.bin").read_bytes() == data
+
+
+def test_a_disk_that_fills_during_extraction_leaves_no_partial_files(
+    own_mirror, small_disk, monkeypatch, capsys
+):
+    monkeypatch.setattr(nights.download, "_check_space", lambda root, needed: None)
+    monkeypatch.setattr(nights.download, "_check_room", lambda root, needed, what: None)
+    _zip(own_mirror / "nights.zip", {f"nights/{i}.bin": os.urandom(3 << 20) for i in range(4)})
+    with ReleaseServer(own_mirror) as server:
+        command = ["download", "full", "--root", str(small_disk), "--base-url", server.url]
+        error = _fail_line([*command, "--quiet"], capsys)
+    assert f"the disk of {small_disk} is full" in error and "needs 25.2 MB" in error
+    assert (small_disk / STATE_DIR / "files" / "nights.zip").is_file()  # kept for the rerun
+    assert not (small_disk / "nights").exists()
+    assert not list((small_disk / STATE_DIR).glob("extract-*"))
+
+
+def test_enospc_inside_a_write_call_is_reported_too(server, tmp_path, monkeypatch):
+    """Where no tmpfs can be mounted: the error injected at the transfer's write call."""
+    real = os.pwrite
+
+    def full(fd, data, offset):
+        if offset > 1000:
+            raise OSError(28, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(nights.transfer.os, "pwrite", full)
+    with pytest.raises(DownloadError, match=f"the disk of {tmp_path} is full"):
+        download("full", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+
+
+def _serve_chunk(own_mirror, members: dict[str, bytes]) -> None:
+    _zip(own_mirror / "nights_chunked" / "ref" / "000.zip", members)
+
+
+@pytest.mark.parametrize(
+    ("members", "named", "reason"),
+    [
+        ({"000/a.png": b"x", "000/a.png/b.png": b"y"}, "000/a.png", "clashes with another"),
+        ({"000/a.png": b"x", "../../escape.png": b"y"}, "../../escape.png", "outside the folder"),
+    ],
+)
+def test_hostile_archive_names_archive_url_and_member(
+    own_mirror, tmp_path, capsys, members, named, reason
+):
+    _serve_chunk(own_mirror, members)
+    with ReleaseServer(own_mirror) as server:
+        command = ["download", "chunked", "--root", str(tmp_path / "r"), "--base-url", server.url]
+        error = _fail_line([*command, "--quiet"], capsys)
+        url = f"{server.url}nights_chunked/ref/000.zip"
+    assert error.startswith("nights download: error: nights_chunked/ref/000.zip: ")
+    assert f"member {named!r}" in error and reason in error and f"URL {url}." in error
+    assert not (tmp_path / "escape.png").exists() and not (tmp_path / "r" / "escape.png").exists()
+    assert not (tmp_path / "r" / "nights" / "ref" / "000").exists()
+
+
+def test_crc_error_names_the_url(server, mirror, tmp_path):
+    archive = mirror / "nights_chunked" / "distort" / "000.zip"
+    server.faults.append(
+        Fault("corrupt", path="nights_chunked/distort/000.zip", offset=archive.stat().st_size // 2)
+    )
+    with pytest.raises(IntegrityError) as error:
+        download("chunked", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert f"URL {server.url}nights_chunked/distort/000.zip." in str(error.value)
+    assert "member '000/" in str(error.value)
+
+
+def test_a_member_that_clashes_with_a_file_on_disk_keeps_the_archive(server, tmp_path):
+    (tmp_path / "nights" / "ref").mkdir(parents=True)
+    (tmp_path / "nights" / "ref" / "000").write_bytes(b"a file where a folder belongs")
+    with pytest.raises(IntegrityError) as error:
+        download(
+            "chunked",
+            tmp_path,
+            base_url=server.url,
+            client=fast_client(),
+            progress=False,
+            keep_archives=False,
+        )
+    message = str(error.value)
+    assert message.startswith("nights_chunked/ref/000.zip: cannot be extracted into")
+    assert f"clashes with {tmp_path / 'nights' / 'ref' / '000'}" in message
+    assert f"URL {server.url}nights_chunked/ref/000.zip." in message
+    assert (tmp_path / STATE_DIR / "files" / "nights_chunked__ref__000.zip").is_file()
+
+
+def test_short_writes_are_completed(server, sample, tmp_path, monkeypatch):
+    """A nearly full disk may write part of a block and say so: the rest is written after."""
+    real = os.pwrite
+    monkeypatch.setattr(
+        nights.transfer.os, "pwrite", lambda fd, data, offset: real(fd, data[:1000], offset)
+    )
+    download("full", tmp_path, base_url=server.url, client=fast_client(), progress=False)
+    assert tree_digest(tmp_path / "nights") == tree_digest(sample / "nights")

@@ -272,7 +272,8 @@ def test_downloads_the_official_zip_once_and_resumes(tmp_path, monkeypatch):
     import dataclasses
 
     from dreamsim.variants import VARIANTS as REGISTRY
-    from nights.testing import Fault, ReleaseServer
+
+    from .servers import Fault, ReleaseServer
 
     weights = write_release(tmp_path / "files", "clip_vitb32", seed=12)
     served = tmp_path / "served"

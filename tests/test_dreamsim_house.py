@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nights.testing import ReleaseServer
+from .servers import ReleaseServer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,16 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import datasets
 import numpy as np
 import pandas as pd
 import pytest
 
-import nights.votes
+import nights.splits
 from nights import NightsError, load_nights
 from nights.schema import DATA_CSV_COLUMNS
-from nights.votes import agreement_stats, filter_votes, write_split
+from nights.splits import write_split
+from nights.votes import agreement_stats, filter_votes
 
 
 @pytest.fixture
@@ -157,7 +162,7 @@ def test_existing_output_is_kept_unless_overwrite(every_row, tmp_path):
 def test_interrupted_write_leaves_nothing_that_looks_complete(every_row, tmp_path, monkeypatch):
     out = write_split(filter_votes(every_row, ids=every_row["id"][:2]), tmp_path / "o")
     calls = []
-    real_place = nights.votes._place_file
+    real_place = nights.splits._place_file
 
     def fail_midway(source, target, link):
         calls.append(target)
@@ -165,7 +170,7 @@ def test_interrupted_write_leaves_nothing_that_looks_complete(every_row, tmp_pat
             raise OSError("disk full")
         return real_place(source, target, link)
 
-    monkeypatch.setattr(nights.votes, "_place_file", fail_midway)
+    monkeypatch.setattr(nights.splits, "_place_file", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         write_split(every_row, tmp_path / "new")
     with pytest.raises(OSError, match="disk full"):
@@ -181,3 +186,102 @@ def test_write_split_rejects_bad_requests(every_row, tmp_path):
         write_split(every_row, tmp_path / "x", format="zip")
     with pytest.raises(NightsError, match="no rows"):
         write_split(filter_votes(every_row, ids=[-1]), tmp_path / "x")
+
+
+def _tree(folder) -> dict[str, str]:
+    """Every entry under ``folder``: file digests, and symlinks as where they point."""
+    return {
+        str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else _sha(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_symlink() or p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("out", "relation"),
+    [
+        ("home/nights", "is"),
+        ("home", "holds"),
+        ("home/nights/ref/extra", "lies inside"),
+        ("link-to-release", "is"),
+        ("link-to-release/sub", "lies inside"),
+    ],
+)
+def test_write_split_refuses_to_write_over_its_source(
+    sample_copy, tmp_path, cache_dir, out, relation
+):
+    (tmp_path / "link-to-release").symlink_to(sample_copy / "nights")
+    table = load_nights("all", root=sample_copy, min_votes=None, cache_dir=cache_dir)
+    before = _tree(sample_copy)
+    with pytest.raises(NightsError, match=f"refusing to write .*: it {relation} .*read from"):
+        write_split(table, tmp_path / out, link="symlink", overwrite=True)
+    assert _tree(sample_copy) == before
+
+
+def test_filter_onto_its_own_source_is_refused_by_the_cli(sample_copy, capsys):
+    from nights.cli import main
+
+    before = _tree(sample_copy)
+    for out in (sample_copy / "nights", sample_copy):
+        command = ["filter", "--root", str(sample_copy), "--split", "all", "--min-votes", "1"]
+        command += ["--out", str(out), "--overwrite", "--link", "symlink", "--quiet"]
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("nights filter: error: refusing to write")
+        assert error.count("\n") == 1
+    assert _tree(sample_copy) == before
+
+
+def _dead_pid() -> int:
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    return finished.pid
+
+
+def test_a_killed_write_leaves_a_partial_folder_that_the_next_write_removes(
+    sample_home, tmp_path, cache_dir
+):
+    """kill -9 in the middle of write_split, for real; a live writer's folder is left alone."""
+    out = tmp_path / "strict"
+    script = (
+        "import sys, time\n"
+        "import nights.splits as splits\n"
+        "from nights import load_nights\n"
+        "real = splits._place_file\n"
+        "def slow(*args):\n"
+        "    time.sleep(0.2)\n"
+        "    return real(*args)\n"
+        "splits._place_file = slow\n"
+        f"table = load_nights('all', root={str(sample_home)!r}, min_votes=None,"
+        f" cache_dir={str(cache_dir)!r})\n"
+        f"splits.write_split(table, {str(out)!r})\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    partial = tmp_path / f".strict.partial-{writer.pid}"
+    deadline = time.monotonic() + 120
+    while not (partial.is_dir() and any(partial.rglob("*.png"))):
+        assert writer.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert partial.is_dir() and not out.exists()
+    live = tmp_path / f".strict.partial-{os.getpid()}-elsewhere"
+    live.mkdir()  # not a leftover name: kept
+    own = tmp_path / f".strict.partial-{os.getppid()}"
+    own.mkdir()  # a live process (this test's parent): kept
+    table = load_nights("all", root=sample_home, min_votes=None, cache_dir=cache_dir)
+    write_split(filter_votes(table, ids=table["id"][:3]), out)
+    assert not partial.exists() and live.is_dir() and own.is_dir()
+    assert len(pd.read_csv(out / "data.csv")) == 3
+
+
+def test_an_output_moved_aside_by_a_killed_overwrite_is_put_back(every_row, tmp_path):
+    out = tmp_path / "o"
+    write_split(filter_votes(every_row, ids=every_row["id"][:2]), out)
+    dead = _dead_pid()
+    os.replace(out, tmp_path / f".o.old-{dead}")  # killed between its two renames
+    (tmp_path / f".o.partial-{dead}").mkdir()
+    with pytest.raises(FileExistsError):
+        write_split(every_row, out)
+    assert len(pd.read_csv(out / "data.csv")) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]

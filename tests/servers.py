@@ -1,13 +1,15 @@
-"""A local release server with fault injection, and release archives made from a sample.
+"""Servers and processes the tests start: a local release server with fault injection and the
+release archives it serves, a MongoDB for FiftyOne, free ports.
 
-Used by the test suite and the download benchmark; it binds 127.0.0.1 only. The archives
+Used by the test suite and the benchmarks (never installed with the package); everything binds
+127.0.0.1 only. The archives
 follow the published layout: ``nights.zip`` (members under ``nights/``, zip64 structures
 forced on request), ``nights_chunked/{ref,distort}/NNN.zip`` (members ``NNN/...``),
 ``nights_unfiltered/{ref,distort}_{0_24,...}.zip`` plus ``nights_raw.csv``, ``jnd_votes.csv``.
 
 Example::
 
-    >>> from nights.testing import ReleaseServer, make_release_archives
+    >>> from tests.servers import Fault, ReleaseServer, make_release_archives
     >>> mirror = make_release_archives(sample_home, "/tmp/mirror")          # doctest: +SKIP
     >>> with ReleaseServer(mirror) as server:                                # doctest: +SKIP
     ...     server.faults.append(Fault(kind="status", status=503, times=2))
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .releases import RELEASES
+from nights.releases import RELEASES
 
 # -- archives --
 

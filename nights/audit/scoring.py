@@ -1,0 +1,269 @@
+"""Distances between the images of a triplet table, for any metric, cached by image content.
+
+:func:`score_table` computes ``d_left = d(ref, left)`` and ``d_right = d(ref, right)`` for
+every triplet and metric, embedding each distinct image once (a reference shared by several
+triplets too) and caching every embedding and pair distance by image content
+(:mod:`nights.score_cache`): a rerun computes nothing it has seen.
+
+Example::
+
+    >>> from nights import load_nights
+    >>> from nights.audit.scoring import score_table
+    >>> from nights.metrics import get_metric
+    >>> table = load_nights("test", root=sample_root)
+    >>> scores = score_table(table, [get_metric("psnr")], progress=False)
+    >>> list(scores.columns), len(scores) == len(table)
+    (['id', 'metric', 'd_left', 'd_right'], True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._progress import progress_bar
+from ..errors import ImageError, IntegrityError, NightsError
+from ..images import open_rgb, resize_like_dreamsim
+from ..metrics import EmbeddingMetric, Metric, PairMetric, batch_size_for
+from ..schema import IMAGE_COLUMNS
+from ..score_cache import ScoreCache, content_key
+from .stats import jnd_average_precision
+
+CHUNK_ROWS = 4096  # rows scored at a time: memory stays flat however long the table is
+
+
+class TableImages:
+    """The distinct images of a table's image columns, by content key.
+
+    Only keys and row positions are held: the bytes stay in the memory-mapped table and are
+    read when an image is decoded, so memory does not grow with the number of triplets.
+    """
+
+    def __init__(self, table, columns=IMAGE_COLUMNS, progress: bool | None = None):
+        self.ids = table.select_columns(["id"]).with_format("arrow")
+        self.rows = table.select_columns(list(columns)).with_format("arrow")
+        self.keys: dict[str, list[str]] = {column: [] for column in columns}
+        self.where: dict[str, tuple[int, str]] = {}
+        for start in progress_bar(
+            range(0, len(table), 256), progress=progress, desc="hashing images", unit="batch"
+        ):
+            for offset, row in enumerate(self.rows[start : start + 256].to_pylist()):
+                for column in columns:
+                    key = content_key(row[column])
+                    self.keys[column].append(key)
+                    self.where.setdefault(key, (start + offset, column))
+
+    def storage(self, key: str) -> dict:
+        row, column = self.where[key]
+        return self.rows[row : row + 1].column(column)[0].as_py()
+
+    def tensor(self, key: str, size: int | None):
+        """uint8 ``[3, H, W]``; resized as DreamSim preprocesses when ``size`` is given.
+
+        Raises:
+            IntegrityError: the image cannot be read; the file and a triplet using it named.
+        """
+        import torch
+
+        storage = self.storage(key)
+        try:
+            image = open_rgb(storage["bytes"] or storage["path"], storage["path"])
+        except ImageError as error:
+            row, column = self.where[key]
+            triplet = self.ids[row : row + 1].column("id")[0].as_py()
+            raise IntegrityError(
+                f"triplet {triplet}, {column}: {error}; restore the file (`nights verify` "
+                "lists every bad image) and run again"
+            ) from None
+        if size:
+            image = resize_like_dreamsim(image, size)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+
+def _loader(items: list, fetch, batch_size: int, num_workers: int):
+    """Batches of ``fetch(item)``, decoded by DataLoader workers while the model runs.
+
+    A worker hands a NightsError back as a value, for :func:`_raise_failures`: raised in the
+    worker, it would reach the user wrapped in the worker's traceback.
+    """
+    import torch
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, index):
+            try:
+                return fetch(items[index])
+            except NightsError as error:
+                return error
+
+    return torch.utils.data.DataLoader(
+        Items(), batch_size=batch_size, num_workers=num_workers, collate_fn=list
+    )
+
+
+def _raise_failures(batch: list) -> list:
+    """The batch, once sure no item of it is an error from :func:`_loader`."""
+    for item in batch:
+        if isinstance(item, NightsError):
+            raise item
+    return batch
+
+
+def _embed_missing(
+    metric: EmbeddingMetric,
+    images: TableImages,
+    cache: ScoreCache,
+    batch_size: int,
+    num_workers: int,
+    progress,
+) -> None:
+    import torch
+
+    todo = cache.missing_embeddings(metric.cache_id, images.where)
+    if not todo:
+        return
+    loader = _loader(
+        todo, lambda key: (key, images.tensor(key, metric.input_size)), batch_size, num_workers
+    )
+    for batch in map(
+        _raise_failures,
+        progress_bar(
+            loader,
+            progress=progress,
+            desc=f"embedding {len(todo)} images",
+            unit="batch",
+            leave=False,
+        ),
+    ):
+        pixels = torch.stack([image for _, image in batch]).float().div_(255)
+        cache.put_embeddings(
+            metric.cache_id, [key for key, _ in batch], metric.embed(pixels).numpy()
+        )
+
+
+def _pairs_missing(
+    metric: PairMetric,
+    pairs,
+    images: TableImages,
+    cache: ScoreCache,
+    batch_size: int,
+    num_workers: int,
+    progress,
+) -> None:
+    import torch
+
+    todo = cache.missing_pairs(metric.cache_id, pairs)
+    if not todo:
+        return
+    size = metric.input_size
+    loader = _loader(
+        todo,
+        lambda pair: (pair, images.tensor(pair[0], size), images.tensor(pair[1], size)),
+        batch_size,
+        num_workers,
+    )
+    for batch in map(
+        _raise_failures,
+        progress_bar(
+            loader, progress=progress, desc=f"{len(todo)} pairs", unit="batch", leave=False
+        ),
+    ):
+        by_shape: dict[tuple, list] = {}
+        for item in batch:  # images of different sizes cannot share a tensor
+            by_shape.setdefault((item[1].shape, item[2].shape), []).append(item)
+        for group in by_shape.values():
+            a = torch.stack([item[1] for item in group]).float().div_(255)
+            b = torch.stack([item[2] for item in group]).float().div_(255)
+            cache.put_pairs(
+                metric.cache_id, [item[0] for item in group], metric.distances(a, b).numpy()
+            )
+
+
+def _chunk_distances(metric, chunk, columns, pairs, cache, options) -> dict:
+    """Distances of one chunk of rows; what the cache lacks is computed and stored first."""
+    import torch
+
+    images = TableImages(chunk, columns, progress=False)
+    keys = images.keys
+    if isinstance(metric, PairMetric):
+        key_pairs = {pair: list(zip(keys[pair[0]], keys[pair[1]])) for pair in pairs}
+        wanted = [kp for values in key_pairs.values() for kp in values]
+        _pairs_missing(metric, wanted, images, cache, **options)
+        return {pair: cache.get_pairs(metric.cache_id, kp) for pair, kp in key_pairs.items()}
+    _embed_missing(metric, images, cache, **options)
+    embeddings = {
+        c: torch.from_numpy(cache.get_embeddings(metric.cache_id, keys[c])) for c in columns
+    }
+    return {
+        (a, b): metric.distances(embeddings[a], embeddings[b]).double().numpy() for a, b in pairs
+    }
+
+
+def pair_distances(
+    table,
+    metric: Metric,
+    pairs: list[tuple[str, str]],
+    *,
+    cache: ScoreCache | None = None,
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    progress: bool | None = None,
+) -> dict[tuple[str, str], np.ndarray]:
+    """Distances between the images of column pairs (e.g. ``("ref", "left")``) of every row.
+
+    The table streams through in chunks of :data:`CHUNK_ROWS` rows; an image shared across
+    chunks is computed once, since the cache (keyed by content) is asked first.
+    ``batch_size`` defaults to :func:`~nights.metrics.batch_size_for` the metric's device.
+    """
+    cache = cache or ScoreCache()
+    if batch_size is None:
+        batch_size = batch_size_for(metric.device)
+    columns = tuple(dict.fromkeys(c for pair in pairs for c in pair))
+    options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
+    parts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
+    with progress_bar(total=len(table), progress=progress, desc=metric.name, unit="row") as bar:
+        for start in range(0, len(table), CHUNK_ROWS):
+            chunk = table.select(range(start, min(start + CHUNK_ROWS, len(table))))
+            for pair, values in _chunk_distances(
+                metric, chunk, columns, pairs, cache, options
+            ).items():
+                parts[pair].append(values)
+            bar.update(len(chunk))
+    return {
+        pair: np.concatenate(values) if values else np.zeros(0) for pair, values in parts.items()
+    }
+
+
+def score_table(table, metrics: list[Metric], **options) -> pd.DataFrame:
+    """``id, metric, d_left, d_right`` for every triplet and metric (long format).
+
+    ``options``: ``cache``, ``batch_size``, ``num_workers``, ``progress``.
+    """
+    frames = []
+    for metric in metrics:
+        distances = pair_distances(table, metric, [("ref", "left"), ("ref", "right")], **options)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": table["id"],
+                    "metric": metric.name,
+                    "d_left": distances[("ref", "left")],
+                    "d_right": distances[("ref", "right")],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def jnd_scores(jnd_table, metrics: list[Metric], **options) -> dict[str, float]:
+    """JND average precision of each metric on a :func:`nights.load_jnd` table."""
+    same = np.asarray(jnd_table["same"], dtype=np.float64)
+    return {
+        metric.name: jnd_average_precision(
+            pair_distances(jnd_table, metric, [("ref", "distort")], **options)[("ref", "distort")],
+            same,
+        )
+        for metric in metrics
+    }
