@@ -41,7 +41,7 @@ _LAZY = {
     "with_precision": "precision",
     "OnnxDreamSim": "exporter",
     "export": "exporter",
-    "load_merged": "exporter",
+    "load_merged": "model",
     "onnxruntime_model": "exporter",
 }
 

@@ -18,8 +18,8 @@ The ONNX graph (``format="onnx"``):
 quantization (int8 per channel, activations quantized per batch).
 
 The merged weights (``format="safetensors"``): the model's whole state dict in one file with
-``dreamsim_*`` metadata; :func:`load_merged` (or ``dreamsim(cache_dir="file.safetensors")``)
-builds the same model from it, with the same distances.
+``dreamsim_*`` metadata; ``dreamsim.load_merged(path)`` (or
+``dreamsim(cache_dir="file.safetensors")``) builds the same model from it, same distances.
 """
 
 from __future__ import annotations
@@ -35,15 +35,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .backbones import build_vit
 from .errors import CheckpointError, DreamSimError
-from .model import Branch, DreamSim, MlpHead, default_device, embedding_distance
-from .precision import resolve_precision, with_precision
-from .variants import VARIANTS, Variant
+from .model import MERGED_FORMAT, DreamSim, embedding_distance
+from .precision import resolve_precision
+from .variants import VARIANTS
 from .weights import default_cache_dir
 
 FORMATS = ("onnx", "safetensors")
-MERGED_FORMAT = "dreamsim-merged-1"
 # Bumped when the graph written for the same weights changes (a new exporter setting, op):
 # ONNX Runtime caches key on it.
 GRAPH_VERSION = "1"
@@ -228,92 +226,6 @@ def export(
         else:
             _write_safetensors(plain, target)
     return path
-
-
-def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as opened:
-            metadata = opened.metadata() or {}
-            tensors = {key: opened.get_tensor(key) for key in opened.keys()}  # noqa: SIM118
-    except Exception as error:  # safetensors raises its own SafetensorError, or OSError
-        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
-    if metadata.get("dreamsim_format") != MERGED_FORMAT:
-        raise CheckpointError(
-            f"{path}: not a merged DreamSim file (no dreamsim_format={MERGED_FORMAT} metadata); "
-            f"write one with dreamsim.export(model, path, format='safetensors')"
-        )
-    return metadata, tensors
-
-
-def load_merged(
-    path: str | os.PathLike,
-    *,
-    device: str | torch.device | None = None,
-    normalize_embeds: bool | None = None,
-    precision: str = "fp32",
-    compile: bool = False,
-    variant: Variant | None = None,
-) -> DreamSim:
-    """The model written by ``export(model, path, format="safetensors")``: same weights, same
-    distances, no release files, no PEFT.
-
-    Args:
-        path: the ``.safetensors`` file.
-        device: default CUDA, else MPS, else CPU.
-        normalize_embeds: default: as the exported model did.
-        precision: ``fp32``, ``bf16``, ``fp16`` or ``int8`` (see :func:`with_precision`).
-        compile: ``torch.compile`` each backbone.
-        variant: when given, the file must hold this variant.
-
-    Returns:
-        A :class:`~dreamsim.DreamSim` in eval mode, frozen.
-
-    Example::
-
-        >>> export(model, "ensemble.safetensors", format="safetensors")  # doctest: +SKIP
-        >>> same = load_merged("ensemble.safetensors", device="cpu")      # doctest: +SKIP
-    """
-    path = Path(path)
-    metadata, tensors = _read_safetensors(path)
-    name = metadata.get("dreamsim_variant")
-    if name not in VARIANTS:
-        raise CheckpointError(f"{path}: unknown DreamSim variant {name!r} in its metadata")
-    if variant is not None and variant.name != name:
-        raise CheckpointError(f"{path} holds DreamSim {name}, not {variant.name}")
-    branches = []
-    size = VARIANTS[name].input_size[-1]
-    for index, backbone in enumerate(VARIANTS[name].backbones):
-        prefix = f"extractor_list.{index}."
-        state = {
-            key[len(prefix + "model.") :]: value
-            for key, value in tensors.items()
-            if key.startswith(prefix + "model.")
-        }
-        proj = tensors.get(prefix + "proj")
-        vit = build_vit(state, backbone.kind, size, str(path), backbone.head_dim)
-        branches.append(Branch(backbone, vit, proj if proj is not None and proj.numel() else None))
-    if normalize_embeds is None:
-        normalize_embeds = metadata.get("dreamsim_normalize_embeds") == "true"
-    model = DreamSim(VARIANTS[name], branches, normalize_embeds)
-    if "mlp.fc1.weight" in tensors:
-        hidden, features = tensors["mlp.fc1.weight"].shape
-        model.mlp = MlpHead(features, hidden)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"{path}: tensors do not fit DreamSim {name} ({reason})") from None
-    model.weights_id = metadata.get("dreamsim_weights_id", "")
-    model = model.to(device or default_device()).eval().requires_grad_(False)
-    model = with_precision(model, precision)
-    if compile:
-        for branch in model.extractor_list:
-            branch.model = torch.compile(branch.model)
-    return model
 
 
 class OnnxDreamSim:

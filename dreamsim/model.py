@@ -17,11 +17,12 @@ from .backbones import build_vit
 from .errors import CheckpointError
 from .lora import merge_adapter, wrap_with_peft
 from .precision import resolve_precision, with_precision
-from .variants import Backbone, Variant, resolve_variant
+from .variants import VARIANTS, Backbone, Variant, resolve_variant
 from .weights import BaseSource, Located, backbone_state, locate, read_tensors
 
 logger = logging.getLogger(__name__)
 IMAGE_SIZE = 224
+MERGED_FORMAT = "dreamsim-merged-1"  # metadata of a merged file (dreamsim.export)
 
 
 class Branch(nn.Module):
@@ -284,8 +285,6 @@ def dreamsim(
     variant = resolve_variant(dreamsim_type, use_patch_model)
     chosen = resolve_precision(dtype, precision)
     if cache_dir is not None and Path(cache_dir).suffix == ".safetensors":
-        from .exporter import load_merged
-
         if not merge:
             raise ValueError("a merged .safetensors file has no LoRA layers to keep (merge=False)")
         return load_merged(
@@ -371,6 +370,90 @@ def build_model(
     suffix = "-base" if tuning is None else "-mlp" if tuning.name == variant.mlp_head else "-lora"
     model.weights_id = located.weights_id + suffix
     return model.eval().requires_grad_(False)
+
+
+def _read_merged(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A merged file's metadata and tensors; CheckpointError for anything else."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    tensors = read_tensors(path)
+    with safe_open(str(path), framework="pt") as opened:
+        metadata = opened.metadata() or {}
+    if metadata.get("dreamsim_format") != MERGED_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a merged DreamSim file (no dreamsim_format={MERGED_FORMAT} metadata); "
+            f"write one with dreamsim.export(model, path, format='safetensors')"
+        )
+    return metadata, tensors
+
+
+def load_merged(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    normalize_embeds: bool | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+    variant: Variant | None = None,
+) -> DreamSim:
+    """The model written by ``export(model, path, format="safetensors")``: same weights, same
+    distances, no release files, no PEFT.
+
+    Args:
+        path: the ``.safetensors`` file.
+        device: default CUDA, else MPS, else CPU.
+        normalize_embeds: default: as the exported model did.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``int8`` (see :func:`with_precision`).
+        compile: ``torch.compile`` each backbone.
+        variant: when given, the file must hold this variant.
+
+    Returns:
+        A :class:`~dreamsim.DreamSim` in eval mode, frozen.
+
+    Example::
+
+        >>> export(model, "ensemble.safetensors", format="safetensors")  # doctest: +SKIP
+        >>> same = load_merged("ensemble.safetensors", device="cpu")      # doctest: +SKIP
+    """
+    path = Path(path)
+    metadata, tensors = _read_merged(path)
+    name = metadata.get("dreamsim_variant")
+    if name not in VARIANTS:
+        raise CheckpointError(f"{path}: unknown DreamSim variant {name!r} in its metadata")
+    if variant is not None and variant.name != name:
+        raise CheckpointError(f"{path} holds DreamSim {name}, not {variant.name}")
+    branches = []
+    size = VARIANTS[name].input_size[-1]
+    for index, backbone in enumerate(VARIANTS[name].backbones):
+        prefix = f"extractor_list.{index}."
+        state = {
+            key[len(prefix + "model.") :]: value
+            for key, value in tensors.items()
+            if key.startswith(prefix + "model.")
+        }
+        proj = tensors.get(prefix + "proj")
+        vit = build_vit(state, backbone.kind, size, str(path), backbone.head_dim)
+        branches.append(Branch(backbone, vit, proj if proj is not None and proj.numel() else None))
+    if normalize_embeds is None:
+        normalize_embeds = metadata.get("dreamsim_normalize_embeds") == "true"
+    model = DreamSim(VARIANTS[name], branches, normalize_embeds)
+    try:
+        if "mlp.fc1.weight" in tensors:
+            hidden, features = tensors["mlp.fc1.weight"].shape
+            model.mlp = MlpHead(features, hidden)
+        model.load_state_dict(tensors, strict=True)
+    except (RuntimeError, ValueError) as error:
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: tensors do not fit DreamSim {name} ({reason})") from None
+    model.weights_id = metadata.get("dreamsim_weights_id", "")
+    model = model.to(device or default_device()).eval().requires_grad_(False)
+    model = with_precision(model, precision)
+    if compile:
+        for branch in model.extractor_list:
+            branch.model = torch.compile(branch.model)
+    return model
 
 
 def _load_image(item) -> torch.Tensor:

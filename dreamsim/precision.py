@@ -69,13 +69,12 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
         >>> fast = with_precision(model, "int8")                        # doctest: +SKIP
         >>> fast.precision, fast(a, b)                                  # doctest: +SKIP
     """
-    from .model import DreamSim
-
     precision = resolve_precision(precision=precision)
     current = getattr(model, "precision", "fp32")
     if precision == current:
         return model
-    if not isinstance(model, DreamSim) or current == "int8":
+    # a DreamSim's class defines `precision`; a PEFT wrapper only forwards it to the model inside
+    if not hasattr(type(model), "precision") or current == "int8":
         raise DreamSimError(
             f"precision {precision} needs a DreamSim with LoRA merged (merge=True) at fp32, "
             f"not a {type(model).__name__} at {current}"

@@ -409,3 +409,17 @@ def test_cuda_runs_bf16_refuses_int8_and_exports_from_the_gpu(tmp_path, releases
         dreamsim(cache_dir=folder, device="cuda", precision="int8")
     runtime = OnnxDreamSim(export(with_precision(mixed, "fp32"), tmp_path / "from_gpu.onnx"))
     torch.testing.assert_close(runtime.embed(x), expected, atol=ONNX_TOLERANCE, rtol=0)
+
+
+def test_a_merged_file_with_a_misshapen_head_names_the_file(tmp_path, releases):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    model = load(releases("dino_vitb16"), "dino_vitb16")
+    path = export(model, tmp_path / "m.safetensors", format="safetensors")
+    with safe_open(str(path), framework="pt") as opened:
+        metadata = opened.metadata()
+    tensors = {**load_file(str(path)), "mlp.fc1.weight": torch.zeros(4, 4, 4)}
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match=r"m.safetensors: tensors do not fit DreamSim"):
+        load_merged(path, device="cpu")
