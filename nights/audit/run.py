@@ -162,7 +162,13 @@ def run_audit(
             summary["metrics"][metric.name].update(
                 cache_id=metric.cache_id, input_size=metric.input_size
             )
-        summary["source"] = {**rows, "root": str(root), "limit": limit, "processes": world}
+        summary["source"] = {
+            **rows,
+            "root": str(root),
+            "limit": limit,
+            "processes": world,
+            "cache": str(cache.path),
+        }
         board = build_leaderboard(audit, summary, costs, seed=seed) if leaderboard else None
         # The report's thumbnails come from the original images when a table holds them.
         paths = write_outputs(
