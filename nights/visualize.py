@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import MetricError
+from .errors import ArgumentError, MetricError
 from .schema import IMAGE_COLUMNS as SLICES
 from .table import table_meta
 from .votes import votes_frame
@@ -102,7 +102,7 @@ def _apply_audit(dataset, audit: pd.DataFrame, primary: bool) -> None:
     by_id = audit.set_index("id")
     missing = set(ids) - set(by_id.index)
     if missing:
-        raise ValueError(
+        raise ArgumentError(
             f"the audit has no row for {len(missing)} triplet(s) of the dataset, "
             f"e.g. id {sorted(missing)[0]}"
         )
@@ -275,7 +275,7 @@ def add_embeddings(
         key_of.get(pair) for pair in zip(flat.values("triplet_id"), flat.values("group.name"))
     ]
     if None in wanted or cache.missing_embeddings(cache_id, wanted):
-        raise ValueError(
+        raise MetricError(
             f"{metric}: embeddings missing from the score cache; run "
             f"`nights audit --metric {metric}` on these triplets first"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import MetricError
 from .base import EmbeddingMetric, PairMetric
 
 PAIR_METRICS = ("psnr", "ssim", "ms_ssim")
@@ -32,7 +33,7 @@ class ImageQualityMetric(PairMetric):
         if self.name == "ssim":
             return 1 - structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
         if min(a.shape[-2:]) <= 160:
-            raise ValueError(f"ms_ssim needs images larger than 160 px, not {tuple(a.shape[-2:])}")
+            raise MetricError(f"ms_ssim needs images larger than 160 px, not {tuple(a.shape[-2:])}")
         return 1 - multiscale_structural_similarity_index_measure(
             a, b, data_range=1.0, reduction="none"
         )
