@@ -377,3 +377,21 @@ def test_merge_into_a_split_that_load_nights_reads(sample_home, cache_dir, tmp_p
     with pytest.raises(ValueError, match="not in the table"):
         merge_into_split(table, stray, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_failed_csv_write_keeps_the_file_that_was_there(tmp_path):
+    from annotation.cli import _csv
+
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("cannot print")
+
+    out = tmp_path / "votes.csv"
+    out.write_text("task,worker,label\n1,w,left\n")
+    frame = pd.DataFrame({"task": [1, 2], "worker": ["a", Unprintable()]})
+    with pytest.raises(RuntimeError, match="cannot print"):
+        _csv(frame, out, index=False)
+    assert out.read_text() == "task,worker,label\n1,w,left\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["votes.csv"]  # no temporary left
+    _csv(frame.iloc[:1], out, index=False)
+    assert out.read_text() == "task,worker\n1,a\n"
