@@ -42,12 +42,8 @@ def add_commands(commands) -> None:
     create.add_argument("--trials-per-participant", type=int, default=20)
     create.add_argument("--votes-per-trial", type=int, default=5)
     create.add_argument("--sentinel-rate", type=float, default=0.1)
-    create.add_argument(
-        "--repeats",
-        type=int,
-        default=2,
-        help="trials shown twice to each participant (self-consistency)",
-    )
+    repeats = "trials shown twice to each participant (self-consistency)"
+    create.add_argument("--repeats", type=int, default=2, help=repeats)
     create.add_argument(
         "--policy",
         default="target",
