@@ -113,6 +113,26 @@ def test_a_metric_returning_no_distances_is_refused_before_the_cache(
     assert np.isfinite(result.audit[["d_left", "d_right"]].to_numpy()).all()
 
 
+def test_psnr_of_a_distortion_equal_to_its_reference_is_finite(sample_copy, tmp_path):
+    first = (sample_copy / "nights" / "data.csv").read_text().splitlines()[1].split(",")
+    reference, left = (sample_copy / "nights" / first[4], sample_copy / "nights" / first[5])
+    left.write_bytes(reference.read_bytes())
+    result = run_audit(
+        ["psnr"],
+        root=sample_copy,
+        split="all",
+        min_votes=None,
+        out=tmp_path / "out",
+        cache=tmp_path / "c.db",
+        num_workers=0,
+        report=False,
+        progress=False,
+    )
+    row = result.audit.set_index("id").loc[int(first[0])]
+    assert row["d_left"] < result.audit["d_right"].min()
+    assert np.isfinite(result.audit.select_dtypes("number").to_numpy(dtype=float)).all()
+
+
 @pytest.mark.parametrize(
     ("attributes", "reason"),
     [
