@@ -4,6 +4,9 @@ nothing it returned reaches the score cache or the leaderboard."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -171,3 +174,101 @@ def test_a_plugin_returning_nan_is_one_cli_line(sample_home, tmp_path, monkeypat
     assert error.count("\n") == 1
     assert error.startswith("nights audit: error: metric 'nan_metric' returned NaN")
     assert not (tmp_path / "out").exists()
+
+
+# -- hostile Hugging Face folders ---------------------------------------------------------------
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+)
+CHANNELS = st.one_of(
+    NUMBERS, st.lists(st.one_of(NUMBERS, st.lists(NUMBERS, max_size=2)), max_size=5)
+)
+SIDES = st.one_of(NUMBERS, st.sampled_from([1, 8, 14, 4096, 4097]))
+
+
+@pytest.fixture(scope="module")
+def tiny_dinov2():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.Dinov2Config(
+        hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    )
+    return transformers.Dinov2Model(config.__class__(**{**config.to_dict(), "patch_size": 4}))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rescale=NUMBERS,
+    mean=CHANNELS,
+    std=CHANNELS,
+    side=SIDES,
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+)
+def test_any_processor_values_give_a_usable_metric_or_one_metric_error(
+    tiny_dinov2, rescale, mean, std, side, flags
+):
+    from types import SimpleNamespace
+
+    from nights.metrics import HuggingFaceMetric
+
+    do_rescale, do_normalize, do_center_crop = flags
+    processor = SimpleNamespace(
+        rescale_factor=rescale,
+        do_rescale=do_rescale,
+        image_mean=mean,
+        image_std=std,
+        do_normalize=do_normalize,
+        do_center_crop=do_center_crop,
+        crop_size={"height": side, "width": side},
+        size={"shortest_edge": side},
+    )
+    try:
+        metric = HuggingFaceMetric(tiny_dinov2, processor, name="hf:tiny:cls", pooling="cls")
+    except MetricError as error:
+        assert str(error).startswith("hf:tiny:cls: ") and "\n" not in str(error)
+        return
+    assert isinstance(metric.input_size, int) and 1 <= metric.input_size <= 4096
+    if metric.input_size <= 16:
+        images = torch.rand(2, 3, metric.input_size, metric.input_size)
+        assert torch.isfinite(metric.pixel_values(images)).all()
+
+
+def test_a_text_model_a_long_name_and_a_home_folder_are_one_line_or_found(
+    hf_tiny_folder, tmp_path, monkeypatch
+):
+    transformers = pytest.importorskip("transformers")
+    from nights.metrics import get_metric
+
+    text_model = tmp_path / "bert"
+    transformers.BertModel(
+        transformers.BertConfig(
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            vocab_size=16,
+        )
+    ).save_pretrained(text_model)
+    shutil.copy(hf_tiny_folder / "preprocessor_config.json", text_model)
+    with pytest.raises(MetricError, match="BertModel is not a vision model"):
+        get_metric(f"hf:{text_model}")
+    with pytest.raises(MetricError, match="neither a folder nor a Hugging Face model id"):
+        get_metric("hf:" + "a" * 5000)
+    monkeypatch.setenv("HOME", str(hf_tiny_folder.parent))
+    assert get_metric(f"hf:~/{hf_tiny_folder.name}:cls").input_size == 16
+
+
+@pytest.fixture(scope="module")
+def hf_tiny_folder(tiny_dinov2, tmp_path_factory) -> Path:
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("hf") / "tiny"
+    tiny_dinov2.save_pretrained(folder)
+    transformers.BitImageProcessorPil(
+        size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}
+    ).save_pretrained(folder)
+    return folder
