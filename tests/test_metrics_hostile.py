@@ -272,3 +272,50 @@ def hf_tiny_folder(tiny_dinov2, tmp_path_factory) -> Path:
         size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}
     ).save_pretrained(folder)
     return folder
+
+
+# -- fingerprints of callable objects ----------------------------------------------------------
+
+
+def scaled_by_class_attribute(scale):
+    class Scaled:
+        factor = scale
+
+        def __call__(self, a, b):
+            return self.factor * (a - b).abs().mean(dim=(1, 2, 3))
+
+    return Scaled()
+
+
+def scaled_by_slot(scale):
+    class Slotted:
+        __slots__ = ("factor",)
+
+        def __init__(self):
+            self.factor = scale
+
+        def __repr__(self):
+            return "Slotted()"
+
+        def __call__(self, a, b):
+            return self.factor * (a - b).abs().mean(dim=(1, 2, 3))
+
+    return Slotted()
+
+
+def scaled_by_base_class(scale):
+    class Base:
+        def __call__(self, a, b):
+            return scale * (a - b).abs().mean(dim=(1, 2, 3))
+
+    class Inherits(Base):
+        pass
+
+    return Inherits()
+
+
+@pytest.mark.parametrize("make", [scaled_by_class_attribute, scaled_by_slot, scaled_by_base_class])
+def test_callable_objects_that_compute_differently_do_not_share_scores(make):
+    ids = {scale: pair_metric(make(scale), name="scaled").cache_id for scale in (2.0, 3.0)}
+    assert ids[2.0] != ids[3.0]
+    assert pair_metric(make(2.0), name="scaled").cache_id == ids[2.0]
