@@ -122,3 +122,99 @@ def test_any_card_and_image_column_give_a_table_or_one_nights_error(
     else:
         assert sorted(table["id"]) == [1, 2]
     assert not [source for source in reads if str(outside) in source or ".." in source]
+
+
+# -- nights publish: its own folders only; provenance.json written by someone else -------------
+
+
+@pytest.fixture(scope="module")
+def published(sample_home, tmp_path_factory):
+    from nights.publish import write_hub_folder
+
+    folder = tmp_path_factory.mktemp("published") / "hub"
+    write_hub_folder(folder, root=sample_home, variants=["nights"], progress=False)
+    return folder
+
+
+def test_overwrite_replaces_only_a_folder_that_publish_wrote(
+    sample_home, published, tmp_path, capsys
+):
+    from nights.cli import main
+
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.tex").write_text("years of work")
+    command = ["publish", "--root", str(sample_home), "--variant", "nights", "--quiet"]
+    assert main([*command, str(documents), "--overwrite"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "did not write" in error and str(documents) in error
+    assert sorted(p.name for p in documents.iterdir()) == ["thesis.tex"]
+    (documents / "thesis.tex").unlink()
+    assert main([*command, str(documents), "--overwrite"]) == 0  # empty: written
+    assert main([*command, str(documents), "--overwrite"]) == 0  # its own: replaced
+    assert (documents / "provenance.json").is_file()
+
+
+def json_values():
+    return st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(-3, 10**12), st.text(max_size=12)),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+        ),
+        max_leaves=6,
+    )
+
+
+def json_paths(value, prefix=()):
+    """Every place in a JSON document, as the keys (and indices) leading to it."""
+    yield prefix
+    if isinstance(value, (dict, list)):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            yield from json_paths(item, (*prefix, key))
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_any_damaged_provenance_is_one_integrity_error(published, tmp_path, data):
+    import json
+
+    from nights.errors import IntegrityError
+    from nights.publish import validate_hub_folder
+
+    record = json.loads((published / "provenance.json").read_text())
+    place = data.draw(st.sampled_from(list(json_paths(record))[1:]))
+    replacement = data.draw(
+        st.one_of(json_values(), st.sampled_from(["../../../etc/passwd", "/etc/passwd", -1]))
+    )
+    damaged = record
+    for key in place[:-1]:
+        damaged = damaged[key]
+    damaged[place[-1]] = replacement
+    folder = tmp_path / "damaged"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(published, folder)
+    (folder / "provenance.json").write_text(json.dumps(record))
+    try:
+        validate_hub_folder(folder, checksums=False)
+    except IntegrityError as error:
+        assert str(folder) in str(error)
+
+
+@pytest.mark.parametrize(
+    "record", [b"[1, 2]", b'"text"', b"\xff\xfe\x00", b'{"format": "parquet", "source": "csv"}']
+)
+def test_a_split_set_whose_record_is_not_an_object_is_one_line(tmp_path, capsys, record):
+    from nights.cli import main
+
+    split_set = tmp_path / "min8"
+    split_set.mkdir()
+    (split_set / "provenance.json").write_bytes(record)
+    assert main(["publish", str(tmp_path / "hub"), "--split", str(split_set), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("nights publish: error: ")
+    assert str(split_set) in error
+    assert not (tmp_path / "hub").exists()
