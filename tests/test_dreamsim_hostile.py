@@ -101,3 +101,30 @@ def test_a_block_numbered_a_billion_builds_no_billion_blocks(merged, tmp_path, m
     ):
         load_merged(path, device="cpu")
     assert built == []
+
+
+def test_export_onto_a_folder_is_one_line_and_the_file_is_readable_by_others(
+    tmp_path, capsys, monkeypatch
+):
+    import os
+    import stat
+
+    from dreamsim.__main__ import main
+
+    folder = tmp_path / VARIANT
+    write_release(folder, VARIANT, seed=3)
+    command = ["export", VARIANT, "--format", "safetensors", "--cache-dir", str(folder)]
+    for out in (tmp_path, ""):
+        monkeypatch.chdir(tmp_path)
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert main([*command[:2], str(out), *command[2:]]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("python -m dreamsim export: error: cannot write ")
+        assert error.count("\n") == 1 and "it is a folder" in error
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    umask = os.umask(0o022)
+    try:
+        assert main([*command[:2], str(tmp_path / "m.safetensors"), *command[2:]]) == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
