@@ -319,3 +319,22 @@ def test_callable_objects_that_compute_differently_do_not_share_scores(make):
     ids = {scale: pair_metric(make(scale), name="scaled").cache_id for scale in (2.0, 3.0)}
     assert ids[2.0] != ids[3.0]
     assert pair_metric(make(2.0), name="scaled").cache_id == ids[2.0]
+
+
+def test_a_leaderboard_of_one_metric_says_there_is_no_pair(sample_home, tmp_path):
+    result = run_audit(
+        ["psnr"],
+        root=sample_home,
+        split="all",
+        min_votes=None,
+        out=tmp_path / "out",
+        cache=tmp_path / "c.db",
+        num_workers=0,
+        report=False,
+        progress=False,
+        leaderboard=True,
+    )
+    markdown = result.leaderboard.to_markdown()
+    assert "| psnr |" in markdown and "one metric, no pair to compare" in markdown
+    assert "| A | B |" not in markdown
+    assert (tmp_path / "out" / "leaderboard.md").read_text().strip() == markdown.strip()
