@@ -338,3 +338,38 @@ def test_a_leaderboard_of_one_metric_says_there_is_no_pair(sample_home, tmp_path
     assert "| psnr |" in markdown and "one metric, no pair to compare" in markdown
     assert "| A | B |" not in markdown
     assert (tmp_path / "out" / "leaderboard.md").read_text().strip() == markdown.strip()
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (["--limit", "0"], "limit must be a positive number of triplets, not 0"),
+        (["--limit", "-1"], "limit must be a positive number of triplets, not -1"),
+        (["--seed", "-1"], "seed must be a non-negative integer, not -1"),
+        (["--device", "bogus"], "device 'bogus' is not a device"),
+    ],
+)
+def test_audit_options_out_of_range_are_one_line_before_any_work(
+    options, reason, sample_home, tmp_path, capsys
+):
+    arguments = ["audit", "--root", str(sample_home), "--split", "all", "--metric", "psnr"]
+    arguments += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c.db"), "--quiet"]
+    assert main([*arguments, *options]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error == f"nights audit: error: {reason}" + error[len(f"nights audit: error: {reason}") :]
+    )
+    assert error.count("\n") == 1 and not (tmp_path / "out").exists()
+    result = run_audit(
+        ["psnr"],
+        root=sample_home,
+        split="all",
+        out=tmp_path / "ok",
+        limit=3,
+        seed=np.int64(1),
+        cache=tmp_path / "c.db",
+        num_workers=0,
+        report=False,
+        progress=False,
+    )
+    assert len(result.audit) == 3
