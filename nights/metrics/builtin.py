@@ -9,6 +9,10 @@ from ..errors import MetricError
 from .base import EmbeddingMetric, PairMetric
 
 PAIR_METRICS = ("psnr", "ssim", "ms_ssim")
+# PSNR of identical images is infinite; capped here, far above that of any two 8-bit images
+# that differ (under 130 dB up to 4096 px square), so that a distortion equal to its reference ranks
+# closest instead of making the statistics NaN.
+PSNR_CAP_DB = 200.0
 
 
 @dataclass
@@ -29,7 +33,8 @@ class ImageQualityMetric(PairMetric):
         )
 
         if self.name == "psnr":
-            return -peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            return -psnr.clamp(max=PSNR_CAP_DB)
         if self.name == "ssim":
             return 1 - structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
         if min(a.shape[-2:]) <= 160:
