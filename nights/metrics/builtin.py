@@ -13,6 +13,8 @@ PAIR_METRICS = ("psnr", "ssim", "ms_ssim")
 # that differ (under 130 dB up to 4096 px square), so that a distortion equal to its reference ranks
 # closest instead of making the statistics NaN.
 PSNR_CAP_DB = 200.0
+# The version in each metric's cache id: psnr's changed with the cap (a cache may hold -inf).
+VERSIONS = {"psnr": 2, "ssim": 1, "ms_ssim": 1}
 
 
 @dataclass
@@ -23,7 +25,7 @@ class ImageQualityMetric(PairMetric):
 
     @property
     def cache_id(self) -> str:
-        return f"{self.name}-v1"
+        return f"{self.name}-v{VERSIONS[self.name]}"
 
     def distances(self, a, b):
         from torchmetrics.functional.image import (
