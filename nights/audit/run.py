@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..metrics import Metric, default_metric_names, get_metric
+from ..schema import BY_ORIGIN
 from ..score_cache import ScoreCache
 from ..table import load_jnd, load_nights, release_or_sample
 from .report import write_outputs
@@ -50,7 +51,7 @@ def run_audit(
     root: str | os.PathLike | None = None,
     split: str = "test",
     variant: str = "nights",
-    min_votes: int | None = 6,
+    min_votes: int | str | None = BY_ORIGIN,
     limit: int | None = None,
     out: str | os.PathLike | None = None,
     jnd: bool = False,
@@ -75,8 +76,9 @@ def run_audit(
             DreamSim when its ensemble weights are present, else PSNR and SSIM.
         root: the data (see :func:`nights.load_nights`); default the release in
             ``NIGHTS_HOME``, else the embedded synthetic sample.
-        split / variant / min_votes: the rows, as :func:`nights.load_nights` (default:
-            upstream's view, the test triplets with at least 6 votes).
+        split / variant / min_votes: the rows, as :func:`nights.load_nights` (default: the
+            test triplets with the vote filter of their origin: upstream's votes >= 6 for the
+            release).
         limit: the first ``limit`` triplets only.
         out: the folder written (default ``nights-audit/SPLIT``).
         jnd: also the JND average precision of each metric (on :func:`nights.load_jnd`).
