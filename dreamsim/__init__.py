@@ -24,6 +24,7 @@ _LAZY = {
     "MlpHead": "model",
     "dreamsim": "model",
     "embed_images": "model",
+    "embedding_distance": "model",
     "normalize_embedding": "model",
     "preprocess": "model",
     "preprocess_batch": "model",
@@ -32,6 +33,16 @@ _LAZY = {
     "trainable_parameters": "training",
     "training_model": "training",
     "write_tiny_weights": "synthetic",
+    "PRECISIONS": "precision",
+    "FidelityReport": "precision",
+    "fidelity_report": "precision",
+    "measure_fidelity": "precision",
+    "triplet_distances": "precision",
+    "with_precision": "precision",
+    "OnnxDreamSim": "exporter",
+    "export": "exporter",
+    "load_merged": "model",
+    "onnxruntime_model": "exporter",
 }
 
 __all__ = ["VARIANTS", "CheckpointError", "DreamSimError", "VariantError", *_LAZY]

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -15,11 +16,13 @@ from torch import nn
 from .backbones import build_vit
 from .errors import CheckpointError
 from .lora import merge_adapter, wrap_with_peft
-from .variants import Backbone, Variant, resolve_variant
+from .precision import resolve_precision, with_precision
+from .variants import VARIANTS, Backbone, Variant, resolve_variant
 from .weights import BaseSource, Located, backbone_state, locate, read_tensors
 
 logger = logging.getLogger(__name__)
 IMAGE_SIZE = 224
+MERGED_FORMAT = "dreamsim-merged-1"  # metadata of a merged file (dreamsim.export)
 
 
 class Branch(nn.Module):
@@ -90,6 +93,15 @@ def read_mlp_head(path, features: int) -> MlpHead:
     return head
 
 
+def embedding_distance(embed_a: torch.Tensor, embed_b: torch.Tensor, is_patch: bool):
+    """``1 - cos`` of two embeddings; patch tokens ``[B, T, D]`` compare as the concatenation
+    of the CLS token and the mean of the patch tokens."""
+    if is_patch:
+        embed_a = torch.cat([embed_a[:, 0], embed_a[:, 1:].mean(dim=1)], dim=-1)
+        embed_b = torch.cat([embed_b[:, 0], embed_b[:, 1:].mean(dim=1)], dim=-1)
+    return 1 - nn.functional.cosine_similarity(embed_a, embed_b, dim=-1)
+
+
 def normalize_embedding(embedding: torch.Tensor) -> torch.Tensor:
     """Mean over the feature dimension subtracted, then L2-normalised (per token for 3-D)."""
     centred = embedding - embedding.mean(dim=-1, keepdim=True)
@@ -112,19 +124,31 @@ class DreamSim(nn.Module):
         self.is_patch = variant.is_patch
         self.input_size = variant.input_size
         self.autocast_dtype: torch.dtype | None = None
+        self.quantized = False  # int8 linear layers (see dreamsim.precision)
         self._weights_id = ""
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16``, ``fp16`` (autocast) or ``int8`` (quantized linear layers)."""
+        if self.quantized:
+            return "int8"
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.autocast_dtype, "fp32")
 
     @property
     def weights_id(self) -> str:
         """A content id of the weights, for score caches: the files' it was built from, plus
-        the current values of the parameters that train, if any (it changes as they learn)."""
+        the current values of the parameters that train, if any (it changes as they learn);
+        it names the precision unless fp32, so that scores of a reduced precision never stand
+        in for exact ones."""
+        files = self._weights_id
+        precision = "" if self.precision == "fp32" else f"-{self.precision}"
         trainable = [p for p in self.parameters() if p.requires_grad]
         if not trainable:
-            return self._weights_id
-        digest = hashlib.sha256(self._weights_id.encode())
+            return files + precision
+        digest = hashlib.sha256(files.encode())
         for parameter in trainable:
             digest.update(parameter.detach().float().cpu().numpy().tobytes())
-        return f"{self._weights_id}-{digest.hexdigest()[:12]}"
+        return f"{files}-{digest.hexdigest()[:12]}{precision}"
 
     @weights_id.setter
     def weights_id(self, value: str) -> None:
@@ -134,6 +158,10 @@ class DreamSim(nn.Module):
     def features(self) -> int:
         """The embedding's width (per token for the patch variants)."""
         return sum(branch.out_features for branch in self.extractor_list)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def _autocast(self, images: torch.Tensor):
         if self.autocast_dtype is None:
@@ -155,10 +183,7 @@ class DreamSim(nn.Module):
         self, embed_a: torch.Tensor, embed_b: torch.Tensor
     ) -> torch.Tensor:
         """``1 - cos`` of two embeddings (patch variants: concat of CLS and mean patch)."""
-        if self.is_patch:
-            embed_a = torch.cat([embed_a[:, 0], embed_a[:, 1:].mean(dim=1)], dim=-1)
-            embed_b = torch.cat([embed_b[:, 0], embed_b[:, 1:].mean(dim=1)], dim=-1)
-        return 1 - nn.functional.cosine_similarity(embed_a, embed_b, dim=-1)
+        return embedding_distance(embed_a, embed_b, self.is_patch)
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         return self.distance_from_embeddings(self.embed(images_a), self.embed(images_b))
@@ -218,6 +243,7 @@ def dreamsim(
     download: bool = True,
     progress: bool | None = None,
     hub_cache_dir: str | os.PathLike | None = None,
+    precision: str | None = None,
 ):
     """Builds DreamSim; the same call and the same numbers as upstream's ``dreamsim()``.
 
@@ -228,20 +254,25 @@ def dreamsim(
             never the zip (those missing from ``cache_dir`` come from the Hugging Face Hub).
         device: default CUDA, else MPS, else CPU.
         cache_dir: folder with the release files or zip, or the zip (default
-            ``$DREAMSIM_HOME``, else ``~/.cache/dreamsim``).
+            ``$DREAMSIM_HOME``, else ``~/.cache/dreamsim``); or a merged ``.safetensors``
+            file written by :func:`~dreamsim.export` (see :func:`~dreamsim.load_merged`).
         normalize_embeds: centre and L2-normalise embeddings (upstream's default here).
         dreamsim_type: ``ensemble``, ``dino_vitb16``, ``clip_vitb32``, ``open_clip_vitb32``,
             ``dinov2_vitb14``, ``synclr_vitb16`` (released), ``dinov2_vitl14`` (Hub backbone,
             no release) or ``test_tiny`` (for tests); see ``dreamsim.VARIANTS``.
         use_patch_model: the CLS + patch variants (dino_vitb16, dinov2_vitb14).
         dtype: run the backbones under ``torch.autocast`` with this dtype (``torch.bfloat16``
-            or ``torch.float16`` on CUDA); embeddings come back as float32.
+            on CPU or CUDA, ``torch.float16`` on CUDA); embeddings come back as float32.
+            The same as ``precision="bf16"`` / ``"fp16"``.
         merge: merge LoRA into the weights (default); False keeps PEFT layers (for training).
         compile: ``torch.compile`` each backbone.
         verify: check the files against the recorded sha256 manifest.
         download: False never downloads, even with ``pretrained=True`` (missing files are an
             error that says how to get them); Hub files then come from its cache only.
         hub_cache_dir: the Hugging Face cache (default ``HF_HUB_CACHE``).
+        precision: ``fp32`` (default, exact), ``bf16``, ``fp16`` (autocast) or ``int8``
+            (linear layers quantized, CPU only); see :mod:`dreamsim.precision`. The model's
+            ``precision`` and ``weights_id`` name it.
 
     Returns:
         ``(model, preprocess)``.
@@ -252,6 +283,18 @@ def dreamsim(
         >>> distance = model(preprocess(img_a), preprocess(img_b))       # doctest: +SKIP
     """
     variant = resolve_variant(dreamsim_type, use_patch_model)
+    chosen = resolve_precision(dtype, precision)
+    if cache_dir is not None and Path(cache_dir).suffix == ".safetensors":
+        if not merge:
+            raise ValueError("a merged .safetensors file has no LoRA layers to keep (merge=False)")
+        return load_merged(
+            cache_dir,
+            device=device,
+            normalize_embeds=normalize_embeds,
+            precision=chosen,
+            compile=compile,
+            variant=variant,
+        ), preprocess
     model = build_model(
         variant,
         cache_dir,
@@ -266,9 +309,8 @@ def dreamsim(
     if compile:
         for branch in model.extractor_list:
             branch.model = torch.compile(branch.model)
-    model.autocast_dtype = dtype
     model = model.to(device or default_device()).eval().requires_grad_(False)
-    return model, preprocess
+    return with_precision(model, chosen), preprocess
 
 
 def assemble(variant: Variant, located: Located, normalize_embeds: bool) -> DreamSim:
@@ -328,6 +370,90 @@ def build_model(
     suffix = "-base" if tuning is None else "-mlp" if tuning.name == variant.mlp_head else "-lora"
     model.weights_id = located.weights_id + suffix
     return model.eval().requires_grad_(False)
+
+
+def _read_merged(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A merged file's metadata and tensors; CheckpointError for anything else."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    tensors = read_tensors(path)
+    with safe_open(str(path), framework="pt") as opened:
+        metadata = opened.metadata() or {}
+    if metadata.get("dreamsim_format") != MERGED_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a merged DreamSim file (no dreamsim_format={MERGED_FORMAT} metadata); "
+            f"write one with dreamsim.export(model, path, format='safetensors')"
+        )
+    return metadata, tensors
+
+
+def load_merged(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    normalize_embeds: bool | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+    variant: Variant | None = None,
+) -> DreamSim:
+    """The model written by ``export(model, path, format="safetensors")``: same weights, same
+    distances, no release files, no PEFT.
+
+    Args:
+        path: the ``.safetensors`` file.
+        device: default CUDA, else MPS, else CPU.
+        normalize_embeds: default: as the exported model did.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``int8`` (see :func:`with_precision`).
+        compile: ``torch.compile`` each backbone.
+        variant: when given, the file must hold this variant.
+
+    Returns:
+        A :class:`~dreamsim.DreamSim` in eval mode, frozen.
+
+    Example::
+
+        >>> export(model, "ensemble.safetensors", format="safetensors")  # doctest: +SKIP
+        >>> same = load_merged("ensemble.safetensors", device="cpu")      # doctest: +SKIP
+    """
+    path = Path(path)
+    metadata, tensors = _read_merged(path)
+    name = metadata.get("dreamsim_variant")
+    if name not in VARIANTS:
+        raise CheckpointError(f"{path}: unknown DreamSim variant {name!r} in its metadata")
+    if variant is not None and variant.name != name:
+        raise CheckpointError(f"{path} holds DreamSim {name}, not {variant.name}")
+    branches = []
+    size = VARIANTS[name].input_size[-1]
+    for index, backbone in enumerate(VARIANTS[name].backbones):
+        prefix = f"extractor_list.{index}."
+        state = {
+            key[len(prefix + "model.") :]: value
+            for key, value in tensors.items()
+            if key.startswith(prefix + "model.")
+        }
+        proj = tensors.get(prefix + "proj")
+        vit = build_vit(state, backbone.kind, size, str(path), backbone.head_dim)
+        branches.append(Branch(backbone, vit, proj if proj is not None and proj.numel() else None))
+    if normalize_embeds is None:
+        normalize_embeds = metadata.get("dreamsim_normalize_embeds") == "true"
+    model = DreamSim(VARIANTS[name], branches, normalize_embeds)
+    try:
+        if "mlp.fc1.weight" in tensors:
+            hidden, features = tensors["mlp.fc1.weight"].shape
+            model.mlp = MlpHead(features, hidden)
+        model.load_state_dict(tensors, strict=True)
+    except (RuntimeError, ValueError) as error:
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: tensors do not fit DreamSim {name} ({reason})") from None
+    model.weights_id = metadata.get("dreamsim_weights_id", "")
+    model = model.to(device or default_device()).eval().requires_grad_(False)
+    model = with_precision(model, precision)
+    if compile:
+        for branch in model.extractor_list:
+            branch.model = torch.compile(branch.model)
+    return model
 
 
 def _load_image(item) -> torch.Tensor:

@@ -45,7 +45,9 @@ def is_parquet_split(root: str | os.PathLike | None) -> bool:
     return any((folder / "data").glob("*.parquet"))
 
 
-def materialize(root: str | os.PathLike, home: str | os.PathLike | None = None) -> Path:
+def write_parquet_split_folder(
+    root: str | os.PathLike, home: str | os.PathLike | None = None
+) -> Path:
     """The rows of the Parquet split ``root`` as a NIGHTS folder (written once); its path.
 
     Args:

@@ -40,8 +40,9 @@ from . import _paths
 from ._files import atomic_path, file_lock, file_sha256
 from ._progress import progress_bar
 from .errors import DatasetNotFoundError, ImageError, IntegrityError, NightsError
+from .hub import is_hub_root, materialize
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
-from .parquet_splits import is_parquet_split, materialize, recorded_filters
+from .parquet_splits import is_parquet_split, recorded_filters, write_parquet_split_folder
 from .schema import (
     BY_ORIGIN,
     IMAGE_COLUMNS,
@@ -85,14 +86,18 @@ def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> S
     """Finds the CSV of ``variant`` in ``root`` (a release folder or a ``NIGHTS_HOME``-like one).
 
     ``root`` may be the folder holding the CSV (``.../nights``) or the folder above it
-    (``NIGHTS_HOME``, or what ``nights sample`` writes); ``None`` means ``NIGHTS_HOME``. A
-    Parquet split (``write_split(..., format="parquet")``) is first written out as a folder
-    (see :mod:`nights.parquet_splits`).
+    (``NIGHTS_HOME``, or what ``nights sample`` writes); ``None`` means ``NIGHTS_HOME``. A Hub
+    dataset id (``hf://datasets/OWNER/NAME[@REVISION]``) or a folder in the Hub layout is first
+    written out as a release folder under ``NIGHTS_HOME/hub`` (see :mod:`nights.hub`), a
+    Parquet split (``write_split(..., format="parquet")``) as a folder under
+    ``NIGHTS_HOME/splits`` (see :mod:`nights.parquet_splits`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
-    if variant == "nights" and is_parquet_split(root):
-        root = materialize(root)
+    if is_hub_root(root):
+        root = materialize(root, variant)
+    elif variant == "nights" and is_parquet_split(root):
+        root = write_parquet_split_folder(root)
     base = Path(root).expanduser() if root is not None else _paths.nights_home()
     if variant == "nights":
         candidates = [
@@ -488,7 +493,9 @@ def load_nights(
             ``None`` gives a ``DatasetDict`` of ``train``, ``val`` and ``test``.
         root: the release folder (holding ``data.csv``) or the folder above it, or a split
             written by :func:`~nights.splits.write_split` (either format); ``None`` is
-            ``NIGHTS_HOME`` (default ``~/.cache/nights``).
+            ``NIGHTS_HOME`` (default ``~/.cache/nights``). Also a Hub dataset id
+            (``hf://datasets/OWNER/NAME``, ``@REVISION`` optional) or a folder written by
+            ``nights publish``: read through ``datasets`` once, then cached as a folder is.
         variant: ``nights`` (the 20k release) or ``unfiltered`` (``nights_raw.csv``).
         min_votes: keep rows with at least this many votes; ``None`` keeps every row. The
             default ``"origin"`` follows where the table comes from
@@ -526,7 +533,7 @@ def load_nights(
     try:
         source = resolve_source(root, variant)
     except DatasetNotFoundError:
-        if not download:
+        if not download or is_hub_root(root):
             raise
         from .download import download as fetch
 

@@ -23,6 +23,7 @@ COMMANDS = [
     "audit",
     "app",
     "export-fiftyone",
+    "publish",
     "verify",
 ]
 

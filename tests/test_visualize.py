@@ -271,3 +271,63 @@ def test_the_app_shows_triplets_with_votes_and_scores(fo, sample_home, audited, 
             browser.close()
     finally:
         session.close()
+
+
+def test_export_pushes_through_fiftyones_hub_integration(mongo, sample_home, audited, tmp_path):
+    """Against a local Hub (tests/fake_hub.py): push, then load_from_hub opens the same groups
+    with the audit's fields; another user's namespace is a one-line error."""
+    import json
+
+    from .fake_hub import FakeHub, hub_env
+
+    table = load_nights("test", root=sample_home, min_votes=None, cache_dir=tmp_path / "t")
+    arguments = ["--root", str(sample_home), "--audit", str(audited), "--min-votes", "0"]
+    with FakeHub(tokens={"alice-token": "alice"}) as hub:
+        env = hub_env(hub, tmp_path, token="alice-token")
+        command = [sys.executable, "-m", "nights.cli", "export-fiftyone", *arguments]
+        pushed = subprocess.run(
+            [*command, "--name", "t-push", "--push", "alice/nights-fo", "--quiet"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert pushed.returncode == 0, pushed.stderr[-3000:]
+        assert "load_from_hub" in pushed.stdout
+        assert "fiftyone.yml" in hub.files("dataset", "alice/nights-fo")
+        code = """
+import json
+import fiftyone.utils.huggingface as fouh
+from fiftyone import ViewField as F
+dataset = fouh.load_from_hub("alice/nights-fo", name="t-pulled", overwrite=True)
+flat = dataset.select_group_slices()
+print(json.dumps({
+    "media": dataset.media_type,
+    "slices": sorted(dataset.group_slices),
+    "samples": len(flat),
+    "triplets": sorted(set(flat.values("triplet_id"))),
+    "fields": sorted(dataset.get_field_schema()),
+    "disagree": sorted(set(flat.match_tags("disagree").values("triplet_id"))),
+}))
+"""
+        loaded = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        pulled = json.loads(loaded.stdout.strip().splitlines()[-1])
+        elsewhere = subprocess.run(
+            [*command, "--name", "t-push", "--push", "bob/nights-fo"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert pulled["media"] == "group" and pulled["slices"] == ["left", "ref", "right"]
+    assert pulled["samples"] == 3 * len(table) and pulled["triplets"] == sorted(table["id"])
+    assert {"psnr", "psnr_choice", "ssim", "human_choice", "votes"} <= set(pulled["fields"])
+    audit = pd.read_parquet(audited)
+    psnr = audit[audit["metric"] == "psnr"]
+    assert pulled["disagree"] == sorted(psnr.loc[~psnr["agree"], "id"])
+    assert elsewhere.returncode == 2
+    error = elsewhere.stderr.strip().splitlines()
+    assert error[-1].startswith("nights export-fiftyone: error: FiftyOne pushes into the token")

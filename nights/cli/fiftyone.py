@@ -34,13 +34,22 @@ def add_commands(commands) -> None:
         commands,
         "export-fiftyone",
         _export,
-        "write the FiftyOne dataset as a FiftyOneDataset folder",
+        "write the FiftyOne dataset as a FiftyOneDataset folder, or push it to the Hub",
         "Export the dataset of a split (as `nights app` builds it) as a FiftyOneDataset folder "
-        "that keeps the release's ref/NNN/... layout, ready for "
-        "fiftyone.utils.huggingface.push_to_hub.",
+        "that keeps the release's ref/NNN/... layout, and/or (--push) share it on the Hugging "
+        "Face Hub through FiftyOne's Hub integration, so that "
+        "fiftyone.utils.huggingface.load_from_hub opens it, groups and audit fields included.",
     )
-    export.add_argument("out", type=Path, help="folder to write")
+    export.add_argument("out", type=Path, nargs="?", help="folder to write")
     options.add_overwrite(export)
+    export.add_argument(
+        "--push",
+        metavar="OWNER/NAME",
+        default=None,
+        help="share it on the Hub (OWNER: the token's user; token from HF_TOKEN or "
+        "`hf auth login`)",
+    )
+    export.add_argument("--private", action="store_true", help="create the Hub repo private")
     _add_dataset_options(export)
 
 
@@ -112,19 +121,30 @@ def _app(args) -> int:
 
 
 def _export(args) -> int:
+    if args.out is None and args.push is None:
+        args.usage_error("give OUT (a folder to export to), --push OWNER/NAME, or both")
     dataset, root = _dataset(args)
-    import fiftyone as fo
+    if args.out is not None:
+        import fiftyone as fo
 
-    from ..table import resolve_source
+        from ..table import resolve_source
 
-    dataset.export(
-        export_dir=str(args.out),
-        dataset_type=fo.types.FiftyOneDataset,
-        rel_dir=str(resolve_source(root, "nights").image_root),
-        overwrite=args.overwrite,
-    )
-    print(
-        f"exported {dataset.name} to {args.out} (FiftyOneDataset, media under data/ with the "
-        "release's ref/NNN/... layout); publish with fiftyone.utils.huggingface.push_to_hub"
-    )
+        dataset.export(
+            export_dir=str(args.out),
+            dataset_type=fo.types.FiftyOneDataset,
+            rel_dir=str(resolve_source(root, "nights").image_root),
+            overwrite=args.overwrite,
+        )
+        print(
+            f"exported {dataset.name} to {args.out} (FiftyOneDataset, media under data/ with "
+            "the release's ref/NNN/... layout)"
+        )
+    if args.push is not None:
+        from ..publish import push_fiftyone
+
+        pushed = push_fiftyone(dataset, args.push, private=args.private)
+        print(
+            f"pushed {dataset.name} to {pushed.url}; open it with "
+            f'fiftyone.utils.huggingface.load_from_hub("{args.push}")'
+        )
     return 0
