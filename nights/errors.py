@@ -39,3 +39,11 @@ class DownloadError(NightsError):
 
 class DatasetNotFoundError(NightsError, FileNotFoundError):
     """No NIGHTS data at the place looked in."""
+
+
+class ConfigError(NightsError, ValueError):
+    """A training configuration (file, option or value) that cannot be used."""
+
+
+class TrainError(NightsError):
+    """A training run cannot start or go on: its data, its run folder or its device."""
