@@ -1,4 +1,5 @@
-"""``nights train``: fine-tune DreamSim (``run``), share the result (``export``)."""
+"""``nights train``: fine-tune DreamSim (``run``), read a run's figures (``report``), share the
+result (``export``)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ _CONFIG_OPTIONS = (
 
 
 def add_commands(commands) -> None:
-    """Adds ``train run`` and ``train export`` to ``nights``."""
+    """Adds ``train run``, ``train report`` and ``train export`` to ``nights``."""
     parser = options.command(
         commands,
         "train",
@@ -108,6 +109,16 @@ def add_commands(commands) -> None:
     )
     options.add_quiet(run)
 
+    report = actions.add_parser(
+        "report",
+        help="print a finished run's validation and test 2AFC",
+        description="The validation 2AFC of every epoch (0: the starting model) and the test "
+        "2AFC of the best one, with their bootstrap 95%% intervals, and where the run's "
+        "checkpoint and HTML report are.",
+    )
+    report.set_defaults(run=_report, usage_error=report.error)
+    report.add_argument("run_folder", type=Path, metavar="RUN", help="a finished run folder")
+
     export = actions.add_parser(
         "export",
         help="write the best checkpoint as one merged file; push to the Hub",
@@ -131,7 +142,7 @@ def add_commands(commands) -> None:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    args.usage_error("choose an action: run or export")
+    args.usage_error("choose an action: run, report or export")
     return 2
 
 
@@ -150,7 +161,18 @@ def _run(args: argparse.Namespace) -> int:
     values = read_config_file(config_file) if config_file else {}
     values = merge_values(merge_values(values, options_given), parse_overrides(args.set))
     config = config_from_dict(values, str(config_file or "the options"))
-    result = train(config, resume=args.resume, progress=options.progress(args))
+    _print_result(train(config, resume=args.resume, progress=options.progress(args)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ..train import read_result
+
+    _print_result(read_result(args.run_folder))
+    return 0
+
+
+def _print_result(result) -> None:
     for entry in result.epochs:
         val = entry.get("val")
         if val:
@@ -163,7 +185,6 @@ def _run(args: argparse.Namespace) -> int:
             f"({result.test['triplets']} triplets), best epoch {result.best_epoch}"
         )
     print(f"best checkpoint: {result.best}; report: {result.paths['report']}")
-    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -149,6 +149,11 @@ class TrainConfig:
         config.batch_size = recipe["batch_size"] if config.batch_size is None else config.batch_size
         for name in ROW_SECTIONS:
             rows = getattr(config, name)
+            if isinstance(rows, dict):  # a run's record of a table given in code
+                raise ConfigError(
+                    f"{name}: {rows!r} records a table given in code, which a file cannot "
+                    "hold; give split and root (or pass the table to train())"
+                )
             if isinstance(rows, Rows):
                 rows = dataclasses.replace(rows, root=rows.root or config.root)
                 _check_rows(name, rows)
@@ -242,6 +247,8 @@ def _convert(where: str, value, kind):
         (item,) = typing.get_args(kind)
         return [_convert(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**1000:  # float() overflows; no setting is that large
+            raise ConfigError(f"{where}: {value} is too large")
         return float(value)
     if kind is float and isinstance(value, str) and _is_number(value):
         return float(value)  # YAML 1.1 reads 3e-4 (no dot) as text
