@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamsim import dreamsim, preprocess
 from nights import load_nights, make_synthetic_nights
 from nights.audit import run_audit
-from nights.metrics import EmbeddingMetric
+from nights.metrics import DreamSimMetric
 from tests.dreamsim_checkpoints import write_release
 
 
@@ -103,7 +103,7 @@ def main() -> None:
         )
         write_release(scratch / "weights", args.variant, width=768, depth=12, proj=512)
         model, _ = dreamsim(cache_dir=scratch / "weights", dreamsim_type=args.variant, device="cpu")
-        metric = EmbeddingMetric(f"dreamsim:{args.variant}", model)
+        metric = DreamSimMetric(f"dreamsim:{args.variant}", model)
 
         with torch.inference_mode():  # warm-up: first-call allocations are no one's cost
             model.embed(torch.rand(args.batch_size, 3, 224, 224))

@@ -18,6 +18,7 @@ from .errors import (
     DownloadError,
     ImageError,
     IntegrityError,
+    MetricError,
     NightsError,
     SchemaError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "DownloadError",
     "ImageError",
     "IntegrityError",
+    "MetricError",
     "NightsError",
     "SchemaError",
     "load_jnd",

@@ -47,3 +47,8 @@ class ConfigError(NightsError, ValueError):
 
 class TrainError(NightsError):
     """A training run cannot start or go on: its data, its run folder or its device."""
+
+
+class MetricError(NightsError, ValueError):
+    """A metric cannot be named, loaded or run: an unknown name, a plugin that fails, a
+    function that returns the wrong shape."""

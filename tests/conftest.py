@@ -10,6 +10,8 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEMO_IMAGES = SHARED / "data" / "dreamsim_demo"
+# A metric plugin package that the tests install (tests/test_metrics.py), not test code.
+collect_ignore = ["plugins"]
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; no test downloads a browser of its own
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 

@@ -27,7 +27,13 @@ from nights.audit.stats import (  # noqa: E402
     two_afc,
 )
 from nights.cli import main  # noqa: E402
-from nights.metrics import EmbeddingMetric, PairMetric, get_metric  # noqa: E402
+from nights.metrics import (  # noqa: E402
+    DreamSimMetric,
+    EmbeddingMetric,
+    ImageQualityMetric,
+    PairMetric,
+    get_metric,
+)
 from nights.score_cache import ScoreCache  # noqa: E402
 
 from .dreamsim_checkpoints import write_release  # noqa: E402
@@ -105,7 +111,9 @@ def sample_table(sample_home, cache_dir):
 
 
 def test_psnr_matches_a_direct_computation(sample_table, sample_home, tmp_path):
-    scores = score_table(sample_table, [PairMetric("psnr")], cache=ScoreCache(tmp_path / "c.db"))
+    scores = score_table(
+        sample_table, [ImageQualityMetric("psnr")], cache=ScoreCache(tmp_path / "c.db")
+    )
     root = sample_home / "nights"
     for row, score in zip(sample_table.select(range(5)), scores.itertuples()):
         ref = np.asarray(Image.open(root / row["ref_path"]), dtype=np.float64) / 255
@@ -116,13 +124,15 @@ def test_psnr_matches_a_direct_computation(sample_table, sample_home, tmp_path):
 
 def test_cache_means_a_rerun_computes_nothing(sample_table, tmp_path, monkeypatch):
     cache = ScoreCache(tmp_path / "c.db")
-    first = score_table(sample_table, [PairMetric("ssim")], cache=cache)
+    first = score_table(sample_table, [ImageQualityMetric("ssim")], cache=cache)
 
     def no_work(*args):
         raise AssertionError("recomputed a cached distance")
 
-    monkeypatch.setattr(PairMetric, "distances", no_work)
-    again = score_table(sample_table, [PairMetric("ssim")], cache=ScoreCache(tmp_path / "c.db"))
+    monkeypatch.setattr(ImageQualityMetric, "distances", no_work)
+    again = score_table(
+        sample_table, [ImageQualityMetric("ssim")], cache=ScoreCache(tmp_path / "c.db")
+    )
     pd.testing.assert_frame_equal(first, again)
 
 
@@ -165,7 +175,7 @@ def tiny_dreamsim(tmp_path):
 
     write_release(tmp_path / "weights", "dino_vitb16", seed=1)
     model, _ = dreamsim(cache_dir=tmp_path / "weights", dreamsim_type="dino_vitb16", device="cpu")
-    return EmbeddingMetric("dreamsim:dino_vitb16", model)
+    return DreamSimMetric("dreamsim:dino_vitb16", model)
 
 
 @pytest.mark.parametrize("chunk_rows", [4096, 1])  # 1: the shared reference spans two chunks
@@ -327,7 +337,7 @@ def test_audit_command_writes_every_output_and_reuses_its_cache(
     assert report.count("data:image/png;base64") == 3 and "data:image/jpeg;base64" in report
     assert "http://" not in report and "https://" not in report  # opens offline
 
-    monkeypatch.setattr(PairMetric, "distances", lambda *a: pytest.fail("not cached"))
+    monkeypatch.setattr(ImageQualityMetric, "distances", lambda *a: pytest.fail("not cached"))
     assert main(arguments) == 0
     pd.testing.assert_frame_equal(audit, pd.read_parquet(out / "audit.parquet"))
 
@@ -530,10 +540,9 @@ def test_two_processes_equal_one(sample_home, tmp_path, launcher):
 class ShapeRecorder(PairMetric):
     """A pair metric that declares an input size and records the shapes it is given."""
 
-    input_size = 20
+    name, cache_id, input_size = "mse20", "mse20-v1", 20
 
     def __init__(self):
-        super().__init__("mse20")
         self.shapes = set()
 
     def distances(self, a, b):

@@ -1,5 +1,6 @@
 """What an audit writes: the per-triplet Parquet, the summary JSON, the ranked label-noise
-candidates and a single-file HTML report (plots and thumbnails inline, opens offline)."""
+candidates, a single-file HTML report (plots and thumbnails inline, opens offline) and, when
+asked, the leaderboard (Markdown and CSV, and a section of the report)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd
 from .._files import atomic_path, write_atomic
 from ..images import open_rgb
 from ..schema import IMAGE_COLUMNS
+from .leaderboard import Leaderboard
 from .stats import agreement_table
 
 
@@ -80,7 +82,23 @@ def html_table(frame: pd.DataFrame) -> str:
     )
 
 
-def write_report(path: Path, audit: pd.DataFrame, summary: dict, table, top: int = 24) -> None:
+def _leaderboard_section(leaderboard: Leaderboard) -> str:
+    return (
+        "<h2>Leaderboard</h2>"
+        + html_table(leaderboard.metric_table())
+        + f"<h3>Paired bootstrap ({leaderboard.rounds:,} rounds, seed {leaderboard.seed})</h3>"
+        + html_table(leaderboard.pair_table())
+    )
+
+
+def write_report(
+    path: Path,
+    audit: pd.DataFrame,
+    summary: dict,
+    table,
+    top: int = 24,
+    leaderboard: Leaderboard | None = None,
+) -> None:
     """A single HTML file (images inline) that opens offline."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>NIGHTS audit</title>",
@@ -92,6 +110,8 @@ def write_report(path: Path, audit: pd.DataFrame, summary: dict, table, top: int
         "</head><body><h1>NIGHTS agreement audit</h1>",
         f"<pre>{html.escape(agreement_table(summary))}</pre>",
     ]
+    if leaderboard is not None:
+        parts.append(_leaderboard_section(leaderboard))
     if "two_afc" not in audit:
         parts.append("<p>The table has no votes: only distances were computed.</p>")
     else:
@@ -135,18 +155,33 @@ def write_report(path: Path, audit: pd.DataFrame, summary: dict, table, top: int
 
 
 def write_outputs(
-    out: Path, audit: pd.DataFrame, summary: dict, table, *, report: bool = True
+    out: Path,
+    audit: pd.DataFrame,
+    summary: dict,
+    table,
+    *,
+    report: bool = True,
+    leaderboard: Leaderboard | None = None,
 ) -> dict[str, Path]:
     """Writes ``audit.parquet`` (per triplet and metric), ``summary.json``,
-    ``label_noise_candidates.csv`` (ranked; when the table has votes) and, with ``report``,
-    ``report.html``; returns the paths written, by kind."""
+    ``label_noise_candidates.csv`` (ranked; when the table has votes), with ``report``
+    ``report.html``, and with a ``leaderboard`` ``leaderboard.md``, ``leaderboard.csv`` (one
+    row per metric) and ``leaderboard_pairs.csv`` (one per pair); returns the paths written,
+    by kind."""
     paths = {"parquet": out / "audit.parquet", "json": out / "summary.json"}
     with atomic_path(paths["parquet"]) as temporary:
         audit.to_parquet(temporary, index=False)
     write_atomic(paths["json"], json.dumps(summary, indent=2, default=float))
+    if leaderboard is not None:
+        paths["leaderboard"] = out / "leaderboard.md"
+        paths["leaderboard_csv"] = out / "leaderboard.csv"
+        paths["leaderboard_pairs_csv"] = out / "leaderboard_pairs.csv"
+        write_atomic(paths["leaderboard"], leaderboard.to_markdown() + "\n")
+        write_atomic(paths["leaderboard_csv"], leaderboard.metrics.to_csv(index=False))
+        write_atomic(paths["leaderboard_pairs_csv"], leaderboard.pairs.to_csv(index=False))
     if report:
         paths["html"] = out / "report.html"
-        write_report(paths["html"], audit, summary, table)
+        write_report(paths["html"], audit, summary, table, leaderboard=leaderboard)
     if "label_noise_candidate" in audit:
         paths["candidates"] = out / "label_noise_candidates.csv"
         flagged = audit[audit["label_noise_candidate"]].sort_values(

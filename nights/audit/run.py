@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -12,12 +13,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ..metrics import Metric, default_metric_names, get_metric
+from ..errors import DatasetNotFoundError, MetricError
+from ..metrics import Metric, as_metric, default_metric_names
 from ..schema import BY_ORIGIN
 from ..score_cache import ScoreCache
-from ..table import load_jnd, load_nights, release_or_sample
+from ..table import load_jnd, load_nights, release_or_sample, resolve_source
+from .leaderboard import Leaderboard, build_leaderboard
 from .report import write_outputs
-from .scoring import jnd_scores, score_table
+from .scoring import jnd_scores, measure_scoring, score_table
 from .stats import audit_frame, summarize
 
 if TYPE_CHECKING:
@@ -34,15 +37,19 @@ class AuditResult:
             ``input_size`` and the run's ``source``.
         audit: one row per (triplet, metric) (``audit.parquet``; see
             :func:`~nights.audit.stats.audit_frame`).
-        paths: the files written, by kind (``parquet``, ``json``, ``html``, ``candidates``).
+        paths: the files written, by kind (``parquet``, ``json``, ``html``, ``candidates``;
+            ``leaderboard``, ``leaderboard_csv``, ``leaderboard_pairs_csv``).
         main_process: False on the ranks other than 0 of a distributed run, which write
             nothing (their ``summary`` and ``audit`` are rank 0's, read back).
+        leaderboard: the :class:`~nights.audit.leaderboard.Leaderboard` when asked for (on
+            rank 0).
     """
 
     summary: dict
     audit: pd.DataFrame
     paths: dict[str, Path] = field(default_factory=dict)
     main_process: bool = True
+    leaderboard: Leaderboard | None = None
 
 
 def run_audit(
@@ -54,7 +61,7 @@ def run_audit(
     min_votes: int | str | None = BY_ORIGIN,
     limit: int | None = None,
     out: str | os.PathLike | None = None,
-    jnd: bool = False,
+    jnd: bool | None = None,
     cache: str | os.PathLike | None = None,
     batch_size: int | None = None,
     num_workers: int = 2,
@@ -62,6 +69,8 @@ def run_audit(
     dtype: torch.dtype | None = None,
     report: bool = True,
     progress: bool | None = None,
+    leaderboard: bool = False,
+    seed: int = 0,
 ) -> AuditResult:
     """Scores the triplets of a split with each metric and audits their agreement with the
     human votes; writes ``audit.parquet``, ``summary.json``, ``label_noise_candidates.csv`` and
@@ -72,8 +81,12 @@ def run_audit(
     outputs once every rank is done; the result equals a single-process run.
 
     Args:
-        metrics: metric names (see :func:`nights.metrics.get_metric`) or metrics; default
-            DreamSim when its ensemble weights are present, else PSNR and SSIM.
+        metrics: metric specs (``psnr``, ``dreamsim:VARIANT``, ``hf:MODEL``, a plugin's name:
+            see :func:`nights.metrics.get_metric`) or metrics (a
+            :class:`~nights.metrics.PairMetric` or :class:`~nights.metrics.EmbeddingMetric`,
+            e.g. a function wrapped by :func:`nights.metrics.pair_metric` or
+            :func:`nights.metrics.embedding_metric`), each with its own name; default DreamSim
+            when its ensemble weights are present, else PSNR and SSIM.
         root: the data (see :func:`nights.load_nights`); default the release in
             ``NIGHTS_HOME``, else the embedded synthetic sample.
         split / variant / min_votes: the rows, as :func:`nights.load_nights` (default: the
@@ -81,7 +94,8 @@ def run_audit(
             release).
         limit: the first ``limit`` triplets only.
         out: the folder written (default ``nights-audit/SPLIT``).
-        jnd: also the JND average precision of each metric (on :func:`nights.load_jnd`).
+        jnd: also the JND average precision of each metric (on :func:`nights.load_jnd`);
+            default: with the leaderboard, when the data has JND votes.
         cache: the score cache (default ``NIGHTS_HOME/cache/scores.sqlite``); whatever it
             holds is not computed again.
         batch_size: images per batch (default: by the metric's device, see
@@ -91,9 +105,16 @@ def run_audit(
             launcher with CUDA, the process's own GPU).
         report: write ``report.html`` (plots and thumbnails, matplotlib).
         progress: progress bars (default: when stderr is a terminal; only rank 0 shows them).
+        leaderboard: also rank the metrics, with a paired bootstrap for each pair and what
+            each scoring cost (:mod:`nights.audit.leaderboard`): ``leaderboard.md``,
+            ``leaderboard.csv``, ``leaderboard_pairs.csv`` and a section of the report.
+        seed: of every bootstrap (the intervals and the leaderboard's paired tests).
 
     Returns:
         The :class:`AuditResult`.
+
+    Raises:
+        MetricError: a metric spec names nothing or fails to load; two metrics share a name.
 
     Example::
 
@@ -113,41 +134,68 @@ def run_audit(
         options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
         if device is None:
             device = _default_device(world)
-        metrics = [
-            get_metric(m, device=device, dtype=dtype) if isinstance(m, str) else m
-            for m in metrics or default_metric_names()
-        ]
+        metrics = _distinct_names(
+            [as_metric(m, device=device, dtype=dtype) for m in metrics or default_metric_names()]
+        )
         rows = {"split": split, "root": root, "variant": variant, "min_votes": min_votes}
         tables = _tables_by_input_size(metrics, rows, limit, progress)
         reference = tables[metrics[0].input_size]
-        scores = pd.concat(
-            [
-                score_table(_shard(tables[m.input_size], rank, world), [m], cache=cache, **options)
-                for m in metrics
-            ],
-            ignore_index=True,
-        )
+        frames, costs = [], {}
+        for metric in metrics:
+            with measure_scoring(metric.device) as cost:
+                table = _shard(tables[metric.input_size], rank, world)
+                frames.append(score_table(table, [metric], cache=cache, cost=cost, **options))
+            costs[metric.name] = dataclasses.asdict(cost)
+        scores = pd.concat(frames, ignore_index=True)
         if world > 1:
             scores = _merge_shards(scores, out / "parts", rank, world)
             if rank != 0:
                 return _read_result(out)
         audit = audit_frame(_in_table_order(scores, reference, metrics), reference)
+        if jnd is None:
+            jnd = leaderboard and _has_jnd(root)
         jnd_precision = (
             jnd_scores(load_jnd(root, progress=progress), metrics, cache=cache, **options)
             if jnd
             else None
         )
-        summary = summarize(audit, jnd=jnd_precision)
+        summary = summarize(audit, jnd=jnd_precision, seed=seed)
         for metric in metrics:
             summary["metrics"][metric.name].update(
                 cache_id=metric.cache_id, input_size=metric.input_size
             )
-        summary["source"] = {**rows, "root": str(root), "limit": limit, "processes": world}
+        summary["source"] = {
+            **rows,
+            "root": str(root),
+            "limit": limit,
+            "processes": world,
+            "cache": str(cache.path),
+        }
+        board = build_leaderboard(audit, summary, costs, seed=seed) if leaderboard else None
         # The report's thumbnails come from the original images when a table holds them.
-        paths = write_outputs(out, audit, summary, tables.get(None, reference), report=report)
+        paths = write_outputs(
+            out, audit, summary, tables.get(None, reference), report=report, leaderboard=board
+        )
         if world > 1:
             _barrier()  # the other ranks read the outputs back
-        return AuditResult(summary, audit, paths)
+        return AuditResult(summary, audit, paths, leaderboard=board)
+
+
+def _distinct_names(metrics: list[Metric]) -> list[Metric]:
+    """The metrics, once sure no two share a name (the audit's rows and tables are by name)."""
+    names = [metric.name for metric in metrics]
+    for name in names:
+        if names.count(name) > 1:
+            raise MetricError(f"two metrics are named {name!r}: give each its own name")
+    return metrics
+
+
+def _has_jnd(root: Path) -> bool:
+    try:
+        resolve_source(root, "jnd")
+    except DatasetNotFoundError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

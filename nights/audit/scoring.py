@@ -3,7 +3,9 @@
 :func:`score_table` computes ``d_left = d(ref, left)`` and ``d_right = d(ref, right)`` for
 every triplet and metric, embedding each distinct image once (a reference shared by several
 triplets too) and caching every embedding and pair distance by image content
-(:mod:`nights.score_cache`): a rerun computes nothing it has seen.
+(:mod:`nights.score_cache`): a rerun computes nothing it has seen. A metric may be given by its
+name (see :func:`nights.metrics.get_metric`). :func:`measure_scoring` measures what scoring
+costs (images computed, time, peak memory), for the leaderboard.
 
 Example::
 
@@ -11,12 +13,18 @@ Example::
     >>> from nights.audit.scoring import score_table
     >>> from nights.metrics import get_metric
     >>> table = load_nights("test", root=sample_root)
-    >>> scores = score_table(table, [get_metric("psnr")], progress=False)
-    >>> list(scores.columns), len(scores) == len(table)
+    >>> scores = score_table(table, [get_metric("psnr"), "ssim"], progress=False)
+    >>> list(scores.columns), len(scores) == 2 * len(table)
     (['id', 'metric', 'd_left', 'd_right'], True)
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,12 +32,93 @@ import pandas as pd
 from .._progress import progress_bar
 from ..errors import ImageError, IntegrityError, NightsError
 from ..images import open_rgb, resize_like_dreamsim
-from ..metrics import EmbeddingMetric, Metric, PairMetric, batch_size_for
+from ..metrics import EmbeddingMetric, Metric, PairMetric, as_metric, batch_size_for
 from ..schema import IMAGE_COLUMNS
 from ..score_cache import ScoreCache, content_key
 from .stats import jnd_average_precision
 
 CHUNK_ROWS = 4096  # rows scored at a time: memory stays flat however long the table is
+
+
+@dataclass
+class ScoringCost:
+    """What scoring cost, as :func:`measure_scoring` measures it.
+
+    Attributes:
+        images: images the metrics computed: one per embedded image, two per pair compared
+            (what the score cache already held costs nothing and is not counted).
+        seconds: wall time.
+        peak_memory: bytes. ``memory == "cuda"``: ``torch.cuda.max_memory_allocated`` during
+            the scoring (the peak is reset at its start, so the weights on the card count);
+            ``"rss"``: this process's resident-memory high-water mark during the scoring minus
+            its resident memory at the start (Linux; None elsewhere), so the weights loaded
+            before do not count; DataLoader workers decoding images are other processes.
+        memory: ``cuda`` or ``rss``.
+    """
+
+    images: int = 0
+    seconds: float = 0.0
+    peak_memory: int | None = None
+    memory: str = "rss"
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.images and self.seconds > 0 else math.nan
+
+
+def _resident_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field))
+    return int(line.split()[1]) * 1024
+
+
+def _reset_resident_peak() -> int | None:
+    """Resident bytes now, the high-water mark set back to them (Linux's ``clear_refs``);
+    None where that cannot be done."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return _resident_bytes("VmRSS:")
+    except (OSError, StopIteration):
+        return None
+
+
+@contextlib.contextmanager
+def measure_scoring(device=None) -> Iterator[ScoringCost]:
+    """Measures the block's time and peak memory on ``device`` (see :class:`ScoringCost`);
+    pass the cost it yields to the scoring (``cost=``), which counts the images.
+
+    Example::
+
+        >>> from nights import load_nights
+        >>> from nights.audit.scoring import measure_scoring, score_table
+        >>> table = load_nights("test", root=sample_root)
+        >>> with measure_scoring() as cost:
+        ...     _ = score_table(table, ["psnr"], cache=scratch / "c.sqlite", cost=cost,
+        ...                     progress=False)
+        >>> cost.images == 4 * len(table), cost.images_per_second > 0
+        (True, True)
+    """
+    import torch
+
+    device = torch.device(device or "cpu")
+    on_cuda = device.type == "cuda"
+    cost = ScoringCost(memory="cuda" if on_cuda else "rss")
+    if on_cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        start = _reset_resident_peak()
+    began = time.perf_counter()
+    try:
+        yield cost
+    finally:
+        if on_cuda:
+            torch.cuda.synchronize(device)
+            cost.peak_memory = torch.cuda.max_memory_allocated(device)
+        elif start is not None:
+            cost.peak_memory = max(0, _resident_bytes("VmHWM:") - start)
+        cost.seconds = time.perf_counter() - began
 
 
 class TableImages:
@@ -111,6 +200,15 @@ def _raise_failures(batch: list) -> list:
     return batch
 
 
+def _by_shape(batch: list, shape: Callable) -> list[list]:
+    """The batch's items grouped by ``shape(item)``: images of different sizes (scored at
+    their own resolution) cannot share a tensor."""
+    groups: dict[tuple, list] = {}
+    for item in batch:
+        groups.setdefault(shape(item), []).append(item)
+    return list(groups.values())
+
+
 def _embed_missing(
     metric: EmbeddingMetric,
     images: TableImages,
@@ -118,6 +216,7 @@ def _embed_missing(
     batch_size: int,
     num_workers: int,
     progress,
+    cost: ScoringCost,
 ) -> None:
     import torch
 
@@ -137,10 +236,12 @@ def _embed_missing(
             leave=False,
         ),
     ):
-        pixels = torch.stack([image for _, image in batch]).float().div_(255)
-        cache.put_embeddings(
-            metric.cache_id, [key for key, _ in batch], metric.embed(pixels).numpy()
-        )
+        for group in _by_shape(batch, lambda item: item[1].shape):
+            pixels = torch.stack([image for _, image in group]).float().div_(255)
+            cache.put_embeddings(
+                metric.cache_id, [key for key, _ in group], metric.embed(pixels).numpy()
+            )
+        cost.images += len(batch)
 
 
 def _pairs_missing(
@@ -151,6 +252,7 @@ def _pairs_missing(
     batch_size: int,
     num_workers: int,
     progress,
+    cost: ScoringCost,
 ) -> None:
     import torch
 
@@ -170,15 +272,13 @@ def _pairs_missing(
             loader, progress=progress, desc=f"{len(todo)} pairs", unit="batch", leave=False
         ),
     ):
-        by_shape: dict[tuple, list] = {}
-        for item in batch:  # images of different sizes cannot share a tensor
-            by_shape.setdefault((item[1].shape, item[2].shape), []).append(item)
-        for group in by_shape.values():
+        for group in _by_shape(batch, lambda item: (item[1].shape, item[2].shape)):
             a = torch.stack([item[1] for item in group]).float().div_(255)
             b = torch.stack([item[2] for item in group]).float().div_(255)
             cache.put_pairs(
                 metric.cache_id, [item[0] for item in group], metric.distances(a, b).numpy()
             )
+        cost.images += 2 * len(batch)
 
 
 def _chunk_distances(metric, chunk, columns, pairs, cache, options) -> dict:
@@ -203,25 +303,33 @@ def _chunk_distances(metric, chunk, columns, pairs, cache, options) -> dict:
 
 def pair_distances(
     table,
-    metric: Metric,
+    metric: Metric | str,
     pairs: list[tuple[str, str]],
     *,
-    cache: ScoreCache | None = None,
+    cache: ScoreCache | str | None = None,
     batch_size: int | None = None,
     num_workers: int = 0,
     progress: bool | None = None,
+    cost: ScoringCost | None = None,
 ) -> dict[tuple[str, str], np.ndarray]:
     """Distances between the images of column pairs (e.g. ``("ref", "left")``) of every row.
 
     The table streams through in chunks of :data:`CHUNK_ROWS` rows; an image shared across
     chunks is computed once, since the cache (keyed by content) is asked first.
-    ``batch_size`` defaults to :func:`~nights.metrics.batch_size_for` the metric's device.
+    ``batch_size`` defaults to :func:`~nights.metrics.batch_size_for` the metric's device;
+    ``cost``, when given, counts the images computed (see :func:`measure_scoring`).
     """
-    cache = cache or ScoreCache()
+    metric = as_metric(metric)
+    cache = cache if isinstance(cache, ScoreCache) else ScoreCache(cache)
     if batch_size is None:
         batch_size = batch_size_for(metric.device)
     columns = tuple(dict.fromkeys(c for pair in pairs for c in pair))
-    options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
+    options = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "progress": progress,
+        "cost": cost if cost is not None else ScoringCost(),
+    }
     parts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
     with progress_bar(total=len(table), progress=progress, desc=metric.name, unit="row") as bar:
         for start in range(0, len(table), CHUNK_ROWS):
@@ -236,13 +344,14 @@ def pair_distances(
     }
 
 
-def score_table(table, metrics: list[Metric], **options) -> pd.DataFrame:
+def score_table(table, metrics: list[Metric | str], **options) -> pd.DataFrame:
     """``id, metric, d_left, d_right`` for every triplet and metric (long format).
 
-    ``options``: ``cache``, ``batch_size``, ``num_workers``, ``progress``.
+    ``options``: ``cache``, ``batch_size``, ``num_workers``, ``progress``, ``cost`` (see
+    :func:`pair_distances`).
     """
     frames = []
-    for metric in metrics:
+    for metric in map(as_metric, metrics):
         distances = pair_distances(table, metric, [("ref", "left"), ("ref", "right")], **options)
         frames.append(
             pd.DataFrame(
@@ -257,7 +366,7 @@ def score_table(table, metrics: list[Metric], **options) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def jnd_scores(jnd_table, metrics: list[Metric], **options) -> dict[str, float]:
+def jnd_scores(jnd_table, metrics: list[Metric | str], **options) -> dict[str, float]:
     """JND average precision of each metric on a :func:`nights.load_jnd` table."""
     same = np.asarray(jnd_table["same"], dtype=np.float64)
     return {
@@ -265,5 +374,5 @@ def jnd_scores(jnd_table, metrics: list[Metric], **options) -> dict[str, float]:
             pair_distances(jnd_table, metric, [("ref", "distort")], **options)[("ref", "distort")],
             same,
         )
-        for metric in metrics
+        for metric in map(as_metric, metrics)
     }

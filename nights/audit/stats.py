@@ -4,7 +4,8 @@ The 2AFC score (BAPPS/LPIPS convention, NIGHTS' ``p = right_vote``) with ``d0 = 
 and ``d1 = d(ref, right)``: mean of ``(d0 < d1)(1 - p) + (d1 < d0) p + (d0 == d1) 0.5``.
 :func:`audit_frame` turns distances into a per-triplet audit (model and human choices,
 agreement, confidence, label-noise candidates), :func:`summarize` into agreement statistics with
-bootstrap intervals.
+bootstrap intervals; :func:`paired_bootstrap` says whether two metrics' scores on the same
+triplets differ.
 
 Example::
 
@@ -34,14 +35,32 @@ def two_afc(d_left, d_right, p_right) -> np.ndarray:
     return (d0 < d1) * (1 - p) + (d1 < d0) * p + (d0 == d1) * 0.5
 
 
+def _bootstrap_means(values: np.ndarray, rounds: int, seed: int) -> np.ndarray:
+    """The means of ``rounds`` resamples of ``values`` (with replacement), drawn a few rounds
+    at a time (:data:`BOOTSTRAP_DRAWS` resampled values at once): memory stays under ~70 MB
+    however many values there are, and the draws are those of drawing every round at once."""
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, BOOTSTRAP_DRAWS // len(values))
+    return np.concatenate(
+        [
+            values[
+                rng.integers(0, len(values), size=(min(per_chunk, rounds - done), len(values)))
+            ].mean(axis=1)
+            for done in range(0, rounds, per_chunk)
+        ]
+    )
+
+
+def _percentiles(means: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
 def bootstrap_interval(
     values, rounds: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean.
-
-    The rounds are drawn a few at a time (:data:`BOOTSTRAP_DRAWS` resampled values at once),
-    so memory stays under ~70 MB however many values there are; the random draws, and so the
-    interval, are those of drawing every round at once.
+    """Percentile bootstrap interval of the mean, in bounded memory (see
+    :func:`_bootstrap_means`).
 
     Example::
 
@@ -52,18 +71,53 @@ def bootstrap_interval(
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    per_chunk = max(1, BOOTSTRAP_DRAWS // len(values))
-    means = np.concatenate(
-        [
-            values[
-                rng.integers(0, len(values), size=(min(per_chunk, rounds - done), len(values)))
-            ].mean(axis=1)
-            for done in range(0, rounds, per_chunk)
-        ]
-    )
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    return _percentiles(_bootstrap_means(values, rounds, seed), level)
+
+
+def paired_bootstrap(
+    scores_a, scores_b, rounds: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
+    """Whether two metrics' mean scores on the same triplets differ: a paired bootstrap.
+
+    Each round resamples the triplets once and applies the draw to both metrics, so what the
+    triplets share (easy and hard ones) cancels: that is resampling the per-triplet
+    differences ``a - b``, in the bounded memory of :func:`bootstrap_interval`.
+
+    Args:
+        scores_a / scores_b: per-triplet scores (e.g. 2AFC) of two metrics, triplet by triplet.
+        rounds / level / seed: the bootstrap's; the same seed gives the same answer.
+
+    Returns:
+        ``difference`` (mean of ``a - b``), ``ci95`` (its percentile interval at ``level``),
+        ``p_value`` (two-sided: twice the smaller share of resampled differences on either
+        side of 0, counting the observed one, ``2 (min(n <= 0, n >= 0) + 1) / (rounds + 1)``,
+        at most 1) and ``rounds``.
+
+    Example::
+
+        >>> from nights.audit.stats import paired_bootstrap
+        >>> same = paired_bootstrap([1.0, 0.0, 1.0], [1.0, 0.0, 1.0], rounds=100)
+        >>> same["difference"], same["ci95"], same["p_value"]
+        (0.0, [0.0, 0.0], 1.0)
+    """
+    a, b = (np.asarray(x, dtype=np.float64) for x in (scores_a, scores_b))
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need the same triplets: {len(a)} and {len(b)} values")
+    if len(a) == 0:
+        return {
+            "difference": math.nan,
+            "ci95": [math.nan, math.nan],
+            "p_value": math.nan,
+            "rounds": rounds,
+        }
+    means = _bootstrap_means(a - b, rounds, seed)
+    on_one_side = min(int((means <= 0).sum()), int((means >= 0).sum()))
+    return {
+        "difference": float((a - b).mean()),
+        "ci95": list(_percentiles(means, level)),
+        "p_value": min(1.0, 2 * (on_one_side + 1) / (rounds + 1)),
+        "rounds": rounds,
+    }
 
 
 def jnd_average_precision(distances, same) -> float:
@@ -160,8 +214,8 @@ def audit_frame(scores: pd.DataFrame, table) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _group_stats(frame: pd.DataFrame, rounds: int) -> dict:
-    low, high = bootstrap_interval(frame["two_afc"], rounds)
+def _group_stats(frame: pd.DataFrame, rounds: int, seed: int) -> dict:
+    low, high = bootstrap_interval(frame["two_afc"], rounds, seed=seed)
     return {
         "triplets": len(frame),
         "two_afc": float(frame["two_afc"].mean()),
@@ -170,17 +224,20 @@ def _group_stats(frame: pd.DataFrame, rounds: int) -> dict:
     }
 
 
-def summarize(audit: pd.DataFrame, rounds: int = 1000, jnd: dict | None = None) -> dict:
+def summarize(
+    audit: pd.DataFrame, rounds: int = 1000, jnd: dict | None = None, seed: int = 0
+) -> dict:
     """Agreement per metric: overall and by split, is_imagenet, prompt and vote count, with
-    bootstrap 95% intervals; the vote likelihood; JND average precision when given."""
+    bootstrap 95% intervals (``rounds`` rounds from ``seed``); the vote likelihood; JND average
+    precision when given."""
     summary: dict = {"metrics": {}}
     for metric, part in audit.groupby("metric", sort=False):
         entry: dict = {"triplets": len(part)}
         if "two_afc" in part:
-            entry["overall"] = _group_stats(part, rounds)
+            entry["overall"] = _group_stats(part, rounds, seed)
             for column in ("split", "is_imagenet", "prompt", "votes"):
                 entry[f"by_{column}"] = {
-                    str(value): _group_stats(group, rounds)
+                    str(value): _group_stats(group, rounds, seed)
                     for value, group in part.groupby(column, sort=True)
                 }
             entry["vote_likelihood"] = fit_vote_likelihood(

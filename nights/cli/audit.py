@@ -17,9 +17,10 @@ def add_commands(commands) -> None:
         "Score every triplet of a split with one or more metrics and report how well each "
         "agrees with the human votes (2AFC with soft targets, bootstrap intervals, by "
         "split/is_imagenet/prompt/vote count, vote likelihood), the confident disagreements "
-        "(label-noise candidates), as Parquet, JSON and a single-file HTML report. Embeddings "
-        "and distances are cached by image content, so a rerun recomputes nothing. Under "
-        "torchrun the table is sharded by rank and rank 0 merges. With no arguments: the "
+        "(label-noise candidates), as Parquet, JSON and a single-file HTML report; with "
+        "--leaderboard, the metrics ranked with paired bootstrap tests of their differences. "
+        "Embeddings and distances are cached by image content, so a rerun recomputes nothing. "
+        "Under torchrun the table is sharded by rank and rank 0 merges. With no arguments: the "
         "release in $NIGHTS_HOME, else the embedded synthetic sample; DreamSim (ensemble) when "
         "its weights are in $DREAMSIM_HOME, else PSNR and SSIM.",
     )
@@ -30,7 +31,9 @@ def add_commands(commands) -> None:
         "--metric",
         action="append",
         default=None,
-        help="psnr, ssim, ms_ssim, dreamsim[:VARIANT] or baseline:VARIANT (repeatable)",
+        help="psnr, ssim, ms_ssim, dreamsim[:VARIANT], baseline:VARIANT, "
+        "hf:MODEL_ID_OR_FOLDER[:pooled|cls|mean] (a Hugging Face vision model) or the name of "
+        "an installed plugin (entry point group nights.metrics) (repeatable)",
     )
     parser.add_argument(
         "--batch-size",
@@ -50,7 +53,22 @@ def add_commands(commands) -> None:
         "--out", type=Path, default=None, help="output folder (default: nights-audit/SPLIT)"
     )
     options.add_limit(parser)
-    parser.add_argument("--jnd", action="store_true", help="also JND average precision")
+    parser.add_argument(
+        "--jnd",
+        action="store_true",
+        default=None,
+        help="also JND average precision (with --leaderboard: whenever there are JND votes)",
+    )
+    parser.add_argument(
+        "--leaderboard",
+        action="store_true",
+        help="rank the metrics: 2AFC with intervals, by is_imagenet, JND, vote likelihood, "
+        "images/s, peak memory, and a paired bootstrap for each pair (leaderboard.md, "
+        "leaderboard.csv, leaderboard_pairs.csv, a section of report.html)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="of the bootstrap intervals and tests (default: 0)"
+    )
     parser.add_argument(
         "--cache",
         type=Path,
@@ -80,6 +98,8 @@ def _audit(args) -> int:
         device=args.device,
         dtype={"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype],
         progress=options.progress(args),
+        leaderboard=args.leaderboard,
+        seed=args.seed,
     )
     if not result.main_process:
         return 0
@@ -91,5 +111,7 @@ def _audit(args) -> int:
     }
     if jnd:
         print("JND average precision: " + ", ".join(f"{k} {v:.3f}" for k, v in jnd.items()))
+    if result.leaderboard is not None:
+        print("\n" + result.leaderboard.to_markdown() + "\n")
     print("wrote " + ", ".join(str(path) for path in result.paths.values()))
     return 0

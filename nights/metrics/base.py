@@ -1,0 +1,104 @@
+"""What a metric is: a name, a cache id, an input size, a device, and one of two ways to measure.
+
+* :class:`PairMetric` compares two image batches: ``distances(a, b) -> [B]``.
+* :class:`EmbeddingMetric` embeds each image once (``embed_batch(images) -> [B, D]``) and
+  compares embeddings (``distances``, cosine by default); the audit caches the embeddings, so
+  an image shared by several triplets is embedded once.
+
+Images reach a metric as float ``[B, 3, H, W]`` batches in [0, 1], resized to the metric's
+``input_size`` first (a square PIL bicubic resize, as DreamSim preprocesses; None: each image
+at its own resolution). Distances: higher means more different.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+class Metric:
+    """A named distance between images.
+
+    Attributes:
+        name: what the audit calls it (``psnr``, ``dreamsim:ensemble``).
+        cache_id: identifies the metric and its weights in the score caches: two metrics with
+            the same cache id share cached scores.
+        input_size: the side, in pixels, that images are resized to before scoring (DreamSim's
+            bicubic resize); None scores them at their own resolution.
+        device: where it runs (None: the CPU); the default batch size follows it.
+    """
+
+    name: str
+    cache_id: str
+    input_size: int | None = None
+    device = None
+
+
+class PairMetric(Metric):
+    """A metric that compares image pairs directly (subclasses give :meth:`distances`)."""
+
+    def distances(self, a, b):
+        """``[B]`` distances between image batches ``[B, 3, H, W]`` in [0, 1]."""
+        raise NotImplementedError
+
+
+def batch_size_for(device) -> int:
+    """Images per batch for embedding on ``device``: 32 on CPU and MPS; on CUDA by the card's
+    memory (64 under 16 GiB, 128 under 40 GiB, 256 from 40 GiB: an H100 or A100-80GB)."""
+    import torch
+
+    device = torch.device(device or "cpu")
+    if device.type != "cuda":
+        return 32
+    gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return 64 if gib < 16 else 128 if gib < 40 else 256
+
+
+class EmbeddingMetric(Metric):
+    """A metric that embeds each image once and compares embeddings: subclasses give
+    :meth:`embed_batch`; :meth:`distances` is the cosine distance unless they override it.
+
+    A batch that runs out of device memory is embedded again in halves, and the halved size
+    is kept for the rest of the run (``max_batch``); results do not depend on the batch size.
+    """
+
+    max_batch: int | None = None
+
+    def embed_batch(self, images):
+        """``[B, D]`` embeddings of ``[B, 3, H, W]`` images in [0, 1], on :attr:`device`."""
+        raise NotImplementedError
+
+    def embed(self, images):
+        """Embeddings of a batch (float32, on the CPU), in chunks the device can hold."""
+        import torch
+
+        while True:
+            size = min(self.max_batch or len(images), len(images))
+            try:
+                with torch.inference_mode():
+                    parts = [
+                        self.embed_batch(chunk.to(self.device or "cpu", non_blocking=True))
+                        .float()
+                        .cpu()
+                        for chunk in images.split(max(size, 1))
+                    ]
+                return torch.cat(parts)
+            except RuntimeError as error:  # CUDA's OutOfMemoryError is one; MPS raises it plain
+                if "out of memory" not in str(error) or size <= 1:
+                    raise
+                self.max_batch = size // 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                logger.warning(
+                    "%s: out of device memory at %d images per batch; going on with %d",
+                    self.name,
+                    size,
+                    self.max_batch,
+                )
+
+    def distances(self, embed_a, embed_b):
+        """``1 - cos`` between two ``[B, D]`` embedding batches."""
+        import torch
+
+        return 1 - torch.nn.functional.cosine_similarity(embed_a, embed_b, dim=-1)

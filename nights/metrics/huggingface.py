@@ -1,0 +1,178 @@
+"""Hugging Face vision models as metrics: ``hf:MODEL_ID_OR_FOLDER[:pooled|cls|mean]``.
+
+The model comes from transformers' ``AutoModel`` and its image processor from
+``AutoImageProcessor`` on the PIL path (``backend="pil"``: the fast processors need
+torchvision), both from a folder written by ``save_pretrained`` or a Hub model id, read from
+the Hugging Face cache (``HF_HUB_CACHE``) or downloaded; with ``HF_HUB_OFFLINE=1`` nothing is
+downloaded (both read at each load, as :mod:`dreamsim.hub` reads them). The embedding
+(distance: ``1 - cos``):
+
+* ``pooled`` (default): the model's ``pooler_output`` (DINOv2: the layer-normed CLS token; a
+  CLIP or SigLIP vision model: its pooled CLS or attention-pooled token); a checkpoint with a
+  text tower beside the vision one (``CLIPModel``, ``SiglipModel``) gives its projected image
+  features (``get_image_features``);
+* ``cls``: the first token of ``last_hidden_state``;
+* ``mean``: the mean of ``last_hidden_state`` over all its tokens.
+
+How images are preprocessed: the audit resizes each image (square, PIL bicubic, antialiased, as
+DreamSim preprocesses) to the metric's ``input_size``, the processor's ``crop_size`` when it
+crops, else its ``size``; then the processor's rescaling and normalisation are applied to the
+tensors: ``pixel = x * 255 * rescale_factor`` (``x * 255`` when ``do_rescale`` is off), then
+``(pixel - image_mean) / image_std`` when ``do_normalize``. The processor's own resize (e.g.
+the shortest edge to 256) and center crop are not applied: NIGHTS images are square, and a crop
+would cut off their borders. On an image at the input size this equals the processor's output
+with ``do_resize=False, do_center_crop=False`` (tested to 1e-6).
+
+Cache id: ``hf:NAME:POOLING-`` and 16 hex digits of the sha256 of the model's class, its
+configuration (without its path and transformers version), every tensor of its
+``state_dict``, and the input size and normalisation: the same weights from another folder or
+the Hub share cached scores; other weights do not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from ..errors import MetricError
+from .base import EmbeddingMetric
+from .fingerprints import fingerprint
+
+POOLINGS = ("pooled", "cls", "mean")
+
+
+def _side(size, key: str):
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def processor_input_size(processor, name: str) -> int:
+    """The side of the square images the model is fed: the processor's crop size when it
+    center-crops, else its size (``height``/``width`` or ``shortest_edge``)."""
+    crops = getattr(processor, "do_center_crop", False) and processor.crop_size
+    size = processor.crop_size if crops else processor.size
+    height, width = _side(size, "height"), _side(size, "width")
+    if height and height == width:
+        return int(height)
+    if not height and _side(size, "shortest_edge"):
+        return int(_side(size, "shortest_edge"))
+    raise MetricError(
+        f"{name}: its image processor makes {height}x{width} images; NIGHTS' images are square"
+    )
+
+
+class HuggingFaceMetric(EmbeddingMetric):
+    """A transformers vision model: embeddings pooled as asked, cosine distance (see
+    :mod:`nights.metrics.huggingface` for the preprocessing and the cache id)."""
+
+    def __init__(self, model, processor, *, name: str, pooling: str = "pooled"):
+        import torch
+
+        if pooling not in POOLINGS:
+            raise MetricError(f"{name}: pooling must be one of {', '.join(POOLINGS)}")
+        self.model, self.name, self.pooling = model.eval(), name, pooling
+        self.input_size = processor_input_size(processor, name)
+        scale = 255 * processor.rescale_factor if processor.do_rescale else 255.0
+        mean, std = (
+            (processor.image_mean, processor.image_std) if processor.do_normalize else (0.0, 1.0)
+        )
+        channels = (1, -1, 1, 1)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(channels)
+        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(channels)
+        self.scale = float(scale)
+        config = {
+            key: value
+            for key, value in model.config.to_dict().items()
+            if not key.startswith("_") and key != "transformers_version"
+        }
+        digest = fingerprint(
+            (
+                type(model).__qualname__,
+                config,
+                model.state_dict(),
+                pooling,
+                self.input_size,
+                self.scale,
+                self.mean,
+                self.std,
+            )
+        )
+        self.cache_id = f"hf:{Path(name.removeprefix('hf:')).name}-{digest[:16]}"
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def pixel_values(self, images):
+        """The processor's rescaling and normalisation of ``[B, 3, H, W]`` images in [0, 1]."""
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return (images * self.scale - mean) / std
+
+    def embed_batch(self, images):
+        pixel_values = self.pixel_values(images)
+        encode = getattr(self.model, "get_image_features", None) or self.model
+        outputs = encode(pixel_values=pixel_values)
+        if self.pooling == "pooled":
+            pooled = getattr(outputs, "pooler_output", None)
+            if pooled is None:
+                raise MetricError(f"{self.name}: the model has no pooled output; use :cls or :mean")
+            return pooled.flatten(1)
+        tokens = outputs.last_hidden_state
+        return tokens[:, 0] if self.pooling == "cls" else tokens.mean(dim=1)
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers shows a bar while it loads weights; the audit shows its own."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
+
+
+def load_hf_metric(source: str, pooling: str = "pooled", device=None) -> HuggingFaceMetric:
+    """``hf:SOURCE:POOLING``: a model folder or Hub model id, with its image processor.
+
+    Raises:
+        MetricError: not a folder nor a model id, transformers missing, or the model cannot
+            be loaded (not in the cache while offline, no image processor, ...), in one line.
+    """
+    name = f"hf:{source}:{pooling}"
+    if not Path(source).expanduser().is_dir():
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(source)
+        except HFValidationError:
+            raise MetricError(
+                f"{name}: {source!r} is neither a folder nor a Hugging Face model id (OWNER/NAME)"
+            ) from None
+    try:
+        import torch
+        from transformers import AutoImageProcessor, AutoModel
+
+        from dreamsim.hub import offline
+    except ImportError as error:
+        raise MetricError(f"{name} needs transformers and torch ({error})") from None
+    where = {"cache_dir": os.environ.get("HF_HUB_CACHE") or None, "local_files_only": offline()}
+    try:
+        with _no_progress_bars():
+            # transformers looks for a PEFT adapter without the two options: given again
+            model = AutoModel.from_pretrained(source, **where, adapter_kwargs=dict(where))
+            processor = AutoImageProcessor.from_pretrained(source, backend="pil", **where)
+    except Exception as error:  # transformers' and the Hub's many kinds: all "cannot load"
+        reason = " ".join(str(error).split())[:300]
+        hint = (
+            "; HF_HUB_OFFLINE is set: fetch it where there is a network (`hf download "
+            f"{source}`) or give a folder written by save_pretrained"
+            if where["local_files_only"] and not Path(source).expanduser().is_dir()
+            else ""
+        )
+        raise MetricError(f"{name}: cannot load the model ({reason}){hint}") from None
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return HuggingFaceMetric(model, processor, name=name, pooling=pooling)
