@@ -286,6 +286,54 @@ def test_a_batch_that_does_not_fit_is_halved_and_changes_nothing(halved_run, ref
     assert_same_weights(adapter(result.run), adapter(reference_run), atol=1e-5)
 
 
+def test_gradient_accumulation_and_a_toml_config_change_nothing(homes, reference_run, tmp_path):
+    """The recipe as a TOML file, each step in 4 micro-batches: the reference's weights."""
+    values = yaml.safe_load(homes["config"].read_text())
+    lines = [
+        f"{key} = {json.dumps(value)}"
+        for key, value in values.items()
+        if value is not None and not isinstance(value, dict)
+    ]
+    train_rows = values["train"]
+    lines += ["[train]", f'split = "{train_rows["split"]}"', f"limit = {train_rows['limit']}"]
+    config_file = tmp_path / "recipe.toml"
+    config_file.write_text("\n".join(lines) + "\n")
+    config = load_config(
+        config_file,
+        ["val=null", "test=null", "train.min_votes=null", "gradient_accumulation=4"],
+    )
+    config.out = str(tmp_path / "run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NIGHTS_HOME", homes["env"]["NIGHTS_HOME"])
+        result = train(config, progress=False)
+    assert set(pd.read_csv(result.paths["log"])["micro_batch"]) == {2}
+    assert_same_weights(adapter(result.run), adapter(reference_run), atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_mixed_precision_on_cuda_trains_and_loads(homes, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    results = {}
+    for precision in ("no", "bf16", "fp16"):
+        config = load_config(homes["config"], {"mixed_precision": precision})
+        config.out = str(tmp_path / precision)
+        results[precision] = train(config, progress=False)
+        steps = pd.read_csv(results[precision].paths["log"])
+        assert steps["loss"].notna().all() and len(steps) == 6
+        model, _ = dreamsim(
+            pretrained=True, cache_dir=results[precision].best, dreamsim_type="test_tiny"
+        )
+        assert next(model.parameters()).is_cuda
+    fp32, bf16 = adapter(results["no"].run), adapter(results["bf16"].run)
+    for name in fp32:  # autocast changes the sums, not where the training goes
+        assert (
+            torch.nn.functional.cosine_similarity(fp32[name].flatten(), bf16[name].flatten(), dim=0)
+            > 0.9
+            or fp32[name].abs().max() < 1e-6
+        )
+
+
 def test_a_batch_that_never_fits_is_one_line(homes, tmp_path, monkeypatch, capsys):
     def full_device(self, ref, left, right):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
