@@ -1,10 +1,13 @@
 """Training-ready DreamSim models, and saving a trained one in the release layout.
 
 Upstream's recipe (``training/train.py``, ``configs/*.yaml``): either LoRA on every
-``attn.qkv`` (r=16, alpha=8, dropout 0.3, no bias) with the CLIP / OpenCLIP projection of an
-``embedding`` feature passed to the optimizer too; or, instead, an MLP head (hidden size 512,
-``fc2(relu(fc1(x))) + x``) on the concatenated features of the frozen backbones, projection
-frozen. Embeddings are not normalised while training (``normalize_embeds=False``).
+``attn.qkv`` (r=16, alpha=8, dropout 0.3, no bias), or, instead, an MLP head (hidden size 512,
+``fc2(relu(fc1(x))) + x``) on the concatenated features of the frozen backbones. The CLIP /
+OpenCLIP projection of an ``embedding`` feature stays as it is in both: upstream hands it to
+Adam, but it is a tensor loaded from the checkpoint without ``requires_grad``, so Adam never
+changes it, and no released model has a trained one (``train_projection=True`` trains it, a
+departure from upstream). Embeddings are not normalised while training
+(``normalize_embeds=False``).
 
 A model is trained here as a plain :class:`~dreamsim.model.DreamSim` (LoRA layers injected in
 place, so it keeps its type, its ``embed`` and its distances); :func:`save_pretrained` writes
@@ -56,7 +59,7 @@ def training_model(
     pretrained: bool = False,
     lora: LoraSettings | None = None,
     hidden_size: int = 512,
-    train_projection: bool | None = None,
+    train_projection: bool = False,
     device: str | torch.device | None = None,
     download: bool = True,
     verify: bool = True,
@@ -80,8 +83,8 @@ def training_model(
         lora: LoRA settings of a fresh adapter (default :class:`LoraSettings`: upstream's).
         hidden_size: hidden width of a fresh MLP head (upstream: 512).
         train_projection: whether the CLIP / OpenCLIP projection of an ``embedding`` feature
-            trains (default: with LoRA, as upstream hands it to the optimizer; not with the
-            MLP head, which upstream freezes it for).
+            trains. Default False, as upstream's recipe in effect does (the tensor it hands to
+            Adam does not require grad) and every released model keeps; True departs from it.
         device: default CUDA, else MPS, else CPU.
         download, verify, progress, hub_cache_dir: as for :func:`dreamsim.dreamsim`.
 
@@ -142,7 +145,7 @@ def training_model(
         features = model.features
         model.mlp = read_mlp_head(tuning, features) if tuning else MlpHead(features, hidden_size)
         model.mlp.requires_grad_(True)
-    if train_projection if train_projection is not None else method == "lora":
+    if train_projection:
         for branch in model.extractor_list:
             if branch.feature == "embedding":
                 branch.make_projection_trainable()

@@ -49,6 +49,14 @@ class DatasetNotFoundError(NightsError, FileNotFoundError):
     """No NIGHTS data at the place looked in."""
 
 
+class ConfigError(NightsError, ValueError):
+    """A training configuration (file, option or value) that cannot be used."""
+
+
+class TrainError(NightsError):
+    """A training run cannot start or go on: its data, its run folder or its device."""
+
+
 class MetricError(NightsError, ValueError):
     """A metric cannot be named, loaded or run: an unknown name, a plugin that fails, a
     function that returns the wrong shape."""

@@ -47,6 +47,9 @@ SPLIT_VALUES = ("train", "val", "test")
 #: values, upstream's ``test_imagenet`` / ``test_no_imagenet`` and ``all``.
 SPLITS = (*SPLIT_VALUES, "test_imagenet", "test_no_imagenet", "all")
 JND_COLUMNS = ("id", "ref_path", "distort_path", "same", "votes")
+#: ``min_votes`` that follows where a table comes from (``load_nights``' default; see
+#: :func:`nights.table.origin_min_votes`).
+BY_ORIGIN = "origin"
 #: The image columns of a triplet table (each with a ``*_path`` column: the CSV's path).
 IMAGE_COLUMNS = ("ref", "left", "right")
 #: The image columns of a JND table.

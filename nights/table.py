@@ -42,7 +42,9 @@ from ._progress import progress_bar
 from .errors import DatasetNotFoundError, ImageError, IntegrityError, NightsError
 from .hub import is_hub_root, materialize
 from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
+from .parquet_splits import is_parquet_split, recorded_filters, write_parquet_split_folder
 from .schema import (
+    BY_ORIGIN,
     IMAGE_COLUMNS,
     JND_IMAGE_COLUMNS,
     SPLITS,
@@ -57,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 VARIANTS = ("nights", "unfiltered", "jnd")
+#: Upstream's view of the release: rows with at least 6 votes (its published numbers use it).
+UPSTREAM_MIN_VOTES = 6
 _SHARD_ROWS = 1000
 _MAX_LISTED = 100
 _DOWNLOAD_HINT = (
@@ -84,12 +88,16 @@ def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> S
     ``root`` may be the folder holding the CSV (``.../nights``) or the folder above it
     (``NIGHTS_HOME``, or what ``nights sample`` writes); ``None`` means ``NIGHTS_HOME``. A Hub
     dataset id (``hf://datasets/OWNER/NAME[@REVISION]``) or a folder in the Hub layout is first
-    written out as a release folder under ``NIGHTS_HOME/hub`` (see :mod:`nights.hub`).
+    written out as a release folder under ``NIGHTS_HOME/hub`` (see :mod:`nights.hub`), a
+    Parquet split (``write_split(..., format="parquet")``) as a folder under
+    ``NIGHTS_HOME/splits`` (see :mod:`nights.parquet_splits`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
     if is_hub_root(root):
         root = materialize(root, variant)
+    elif variant == "nights" and is_parquet_split(root):
+        root = write_parquet_split_folder(root)
     base = Path(root).expanduser() if root is not None else _paths.nights_home()
     if variant == "nights":
         candidates = [
@@ -114,6 +122,38 @@ def resolve_source(root: str | os.PathLike | None, variant: str = "nights") -> S
     raise DatasetNotFoundError(
         f"No NIGHTS {variant} data found (looked for {looked}). " + _DOWNLOAD_HINT
     )
+
+
+def origin_min_votes(source: Source) -> int | None:
+    """The vote filter a table gets by default (``min_votes="origin"``), from where it comes.
+
+    The release (and the synthetic sample, which mirrors it): upstream's ``votes >= 6``, as its
+    published numbers need. A folder that :func:`~nights.splits.write_split` (or ``nights
+    filter``, ``nights annotate aggregate --out``) wrote: the policy its ``provenance.json``
+    records, i.e. the strictest ``min_votes`` applied since the votes were last replaced (by
+    an annotation campaign), or None (every row) when it records none. So a split merged from
+    a new campaign with 3-5 votes per triplet keeps its rows.
+
+    Example::
+
+        >>> from nights.splits import write_split
+        >>> origin_min_votes(resolve_source(sample_root))
+        6
+        >>> every = write_split(load_nights("all", root=sample_root, min_votes=None),
+        ...                     scratch / "every")
+        >>> print(origin_min_votes(resolve_source(every)))
+        None
+    """
+    filters = recorded_filters(source.csv_path.parent)
+    if filters is None:
+        return UPSTREAM_MIN_VOTES
+    policy = None
+    for step in filters:
+        if "votes_from" in step:  # new votes: earlier vote filters no longer describe them
+            policy = None
+        elif isinstance(step.get("min_votes"), int) and not isinstance(step["min_votes"], bool):
+            policy = max(policy or 0, step["min_votes"])
+    return policy
 
 
 def release_or_sample(root: str | os.PathLike | None = None) -> Path:
@@ -402,9 +442,22 @@ def select_split(table, split: str | None, min_votes: int | None):
     if min_votes is not None:
         votes = data.column("votes").to_numpy(zero_copy_only=False)
         votes = np.where(pd.isna(votes), -1, votes).astype(np.int64)
+        in_split = int(mask.sum())
         mask &= votes >= min_votes
+        if in_split and not mask.any():
+            warn_no_row_left(
+                f"min_votes={min_votes} (votes >= {min_votes})",
+                f"the {in_split} row(s) of split {split!r} in "
+                f"{table_meta(table).get('csv_path', 'the table')}",
+                "pass min_votes=None (--min-votes 0) to keep them",
+            )
     selected = table.select(np.flatnonzero(mask), keep_in_memory=True)
     return with_step(table, selected, {"split": split, "min_votes": min_votes})
+
+
+def warn_no_row_left(condition: str, rows: str, fix: str) -> None:
+    """Logs that a filter removed every row: an empty table is never a silent outcome."""
+    logger.warning("%s leaves none of %s; %s", condition, rows, fix)
 
 
 def with_step(table, selected, step: dict):
@@ -422,7 +475,7 @@ def load_nights(
     split: str | None = "test",
     root: str | os.PathLike | None = None,
     variant: str = "nights",
-    min_votes: int | None = 6,
+    min_votes: int | str | None = BY_ORIGIN,
     *,
     images: str = "path",
     image_size: int | None = None,
@@ -438,13 +491,18 @@ def load_nights(
     Args:
         split: ``train``, ``val``, ``test``, ``test_imagenet``, ``test_no_imagenet`` or ``all``;
             ``None`` gives a ``DatasetDict`` of ``train``, ``val`` and ``test``.
-        root: the release folder (holding ``data.csv``) or the folder above it; ``None`` is
+        root: the release folder (holding ``data.csv``) or the folder above it, or a split
+            written by :func:`~nights.splits.write_split` (either format); ``None`` is
             ``NIGHTS_HOME`` (default ``~/.cache/nights``). Also a Hub dataset id
             (``hf://datasets/OWNER/NAME``, ``@REVISION`` optional) or a folder written by
             ``nights publish``: read through ``datasets`` once, then cached as a folder is.
         variant: ``nights`` (the 20k release) or ``unfiltered`` (``nights_raw.csv``).
-        min_votes: keep rows with at least this many votes. The default 6 is upstream's view
-            (its published test numbers use it); ``None`` keeps every row.
+        min_votes: keep rows with at least this many votes; ``None`` keeps every row. The
+            default ``"origin"`` follows where the table comes from
+            (:func:`origin_min_votes`): upstream's 6 for the release (its published test
+            numbers use it), the recorded policy for a split written by ``write_split`` or
+            ``nights annotate aggregate`` (so new campaigns with 3-5 votes keep their rows).
+            A filter that leaves no row of the split logs a warning naming it.
         images: ``"path"`` (default, no copy) or ``"bytes"`` (original PNG bytes embedded).
         image_size: store a pre-resized copy (DreamSim's bicubic resize) for fast scoring.
         cache_dir: where built tables live (default ``NIGHTS_HOME/tables``).
@@ -486,6 +544,12 @@ def load_nights(
             progress=progress,
         )
         source = resolve_source(root, variant)
+    if isinstance(min_votes, str):
+        if min_votes != BY_ORIGIN:
+            raise ValueError(
+                f"min_votes must be a number, None or {BY_ORIGIN!r}, not {min_votes!r}"
+            )
+        min_votes = origin_min_votes(source)
     build = {"cache_dir": cache_dir, "rebuild": rebuild, "progress": progress, "jobs": jobs}
     table = open_table(build_table(source, BuildOptions(images, image_size), **build))
     if split is None:

@@ -102,14 +102,18 @@ def to_torch(
     """Batches ``(ref, left, right, p, id)`` over a triplet table, images float in [0, 1].
 
     ``loader_kwargs`` go to ``torch.utils.data.DataLoader`` (``pin_memory``,
-    ``persistent_workers``, ``sampler`` ...); ``.loader`` is that DataLoader.
+    ``persistent_workers``, ``sampler`` ...); ``.loader`` is that DataLoader. With a
+    ``batch_sampler`` (lists of row indices), it makes the batches: ``batch_size`` and
+    ``shuffle`` are not used.
     """
+    batching = (
+        {} if "batch_sampler" in loader_kwargs else {"batch_size": batch_size, "shuffle": shuffle}
+    )
     loader = torch.utils.data.DataLoader(
         TripletDataset(table, image_size),
-        batch_size=batch_size,
-        shuffle=shuffle,
         num_workers=num_workers,
         collate_fn=collate_triplets,
+        **batching,
         **loader_kwargs,
     )
     return TripletLoader(loader, device)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .errors import ArgumentError, NightsError
 from .schema import VOTE_COLUMNS
-from .table import with_step
+from .table import warn_no_row_left, with_step
 
 GROUPINGS = ("split", "votes", "prompt", "is_imagenet")
 
@@ -96,7 +96,8 @@ def filter_votes(
         ids / exclude_ids: ids to keep / drop, as a collection or a text file of ids.
 
     The conditions are recorded in the result's metadata and end up in ``provenance.json``
-    when it is written with :func:`nights.splits.write_split`.
+    when it is written with :func:`nights.splits.write_split`. Conditions that leave no row
+    log a warning naming them.
     """
     frame = votes_frame(table)
     mask = np.ones(len(frame), dtype=bool)
@@ -130,4 +131,10 @@ def filter_votes(
         if drop is not None and len(drop) <= 1000
         else (f"{len(drop)} ids" if drop is not None else None),
     }
-    return with_step(table, selected, {k: v for k, v in step.items() if v is not None})
+    step = {k: v for k, v in step.items() if v is not None}
+    if len(table) and not len(selected):
+        described = ", ".join(
+            f"{k}={v if not isinstance(v, list) else f'{len(v)} ids'}" for k, v in step.items()
+        )
+        warn_no_row_left(described, f"the {len(table)} row(s)", "loosen the filter")
+    return with_step(table, selected, step)

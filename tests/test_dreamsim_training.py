@@ -1,6 +1,6 @@
-"""Training-ready DreamSim: upstream's trainable parameters (LoRA on qkv, the CLIP projection,
-or an MLP head), saving in the release layout that ours and upstream's loaders read, and the
-model as a perceptual loss."""
+"""Training-ready DreamSim: upstream's trainable parameters (LoRA on qkv, or an MLP head; the
+CLIP projection only when asked), saving in the release layout that ours and upstream's
+loaders read, and the model as a perceptual loss."""
 
 from __future__ import annotations
 
@@ -81,8 +81,7 @@ def test_lora_model_trains_exactly_upstreams_parameters(tmp_path, variant):
                 expected.add(
                     f"extractor_list.{index}.model.blocks.{block}.attn.qkv.lora_{ab}.default.weight"
                 )
-        if branch.feature == "embedding":  # the CLIP / OpenCLIP projection
-            expected.add(f"extractor_list.{index}.proj")
+    # No projection: upstream hands it to Adam, but as a tensor that does not require grad.
     trainable = trainable_parameters(model)
     assert set(trainable) == expected
     qkv = model.extractor_list[0].model.blocks[0].attn.qkv
@@ -104,11 +103,11 @@ def test_lora_settings_and_the_projection_switch(tmp_path):
         "clip_vitb32",
         cache_dir=tmp_path,
         lora=LoraSettings(r=4, alpha=32, dropout=0.0),
-        train_projection=False,
+        train_projection=True,
         device="cpu",
     )
     names = trainable_parameters(model)
-    assert "extractor_list.0.proj" not in names
+    assert "extractor_list.0.proj" in names
     assert {p.shape[0] for n, p in names.items() if "lora_A" in n} == {4}
     assert model.extractor_list[0].model.blocks[1].attn.qkv.scaling["default"] == 8
 
@@ -132,10 +131,20 @@ def test_mlp_head_is_upstreams_on_frozen_backbones(tmp_path):
         torch.testing.assert_close(model.embed(x), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("variant", ["test_tiny", "clip_vitb32"])
-def test_saved_lora_model_loads_with_the_trained_distances(tmp_path, variant):
+@pytest.mark.parametrize(
+    ("variant", "train_projection"),
+    [("test_tiny", False), ("clip_vitb32", False), ("clip_vitb32", True)],
+)
+def test_saved_lora_model_loads_with_the_trained_distances(tmp_path, variant, train_projection):
     write_release(tmp_path / "base", variant, seed=4, adapter=False)
-    model = train(training_model(variant, cache_dir=tmp_path / "base", device="cpu"))
+    model = train(
+        training_model(
+            variant,
+            cache_dir=tmp_path / "base",
+            train_projection=train_projection,
+            device="cpu",
+        )
+    )
     run = save_pretrained(model, tmp_path / "run")
     adapter = REGISTRY[variant].adapter
     assert sorted(p.name for p in (run / adapter).iterdir()) == [
@@ -145,7 +154,7 @@ def test_saved_lora_model_loads_with_the_trained_distances(tmp_path, variant):
     loaded = load(run, variant, normalize_embeds=False)
     torch.testing.assert_close(distances(loaded), distances(model), atol=1e-5, rtol=1e-5)
     base = REGISTRY[variant].backbones[0].checkpoint
-    if variant == "test_tiny":  # an untouched base file is a hard link, not a copy
+    if not train_projection:  # an untouched base file is a hard link, not a copy
         assert os.path.samefile(run / base, tmp_path / "base" / base)
     else:  # the trained projection is written into the release file, where upstream reads it
         saved = torch.load(run / base, weights_only=True)["state_dict"]["proj"]
@@ -171,7 +180,12 @@ def test_a_hub_based_model_saves_its_base_beside_the_adapter(tmp_path, variant):
     layout = {"timm": timm_layout, "open_clip": open_clip_layout}[backbone.hub.layout]
     state = random_backbone(backbone.name, seed=5)
     write_hub_cache(tmp_path / "hub", backbone.hub.repo, backbone.hub.filename, layout(state))
-    model = training_model(variant, cache_dir=tmp_path / "empty", hub_cache_dir=tmp_path / "hub")
+    model = training_model(
+        variant,
+        cache_dir=tmp_path / "empty",
+        hub_cache_dir=tmp_path / "hub",
+        train_projection=True,
+    )
     run = save_pretrained(train(model.cpu()), tmp_path / "run")
     copy = run / f"{backbone.name}.safetensors"
     loaded = load(run, variant, normalize_embeds=False, hub_cache_dir=tmp_path / "none")
@@ -192,11 +206,7 @@ def test_saved_adapter_is_what_upstreams_peft_loading_reads(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 
     write_release(tmp_path / "base", "clip_vitb32", seed=6, adapter=False)
-    model = train(
-        training_model(
-            "clip_vitb32", cache_dir=tmp_path / "base", train_projection=False, device="cpu"
-        )
-    )
+    model = train(training_model("clip_vitb32", cache_dir=tmp_path / "base", device="cpu"))
     run = save_pretrained(model, tmp_path / "run")
     folder = run / "clip_vitb32_single_lora"
     config = json.loads((folder / "adapter_config.json").read_text())
@@ -358,7 +368,9 @@ def test_a_bf16_training_step_on_cuda_saves_and_reloads(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     write_release(tmp_path / "base", "clip_vitb32", seed=17, adapter=False)
-    model = training_model("clip_vitb32", cache_dir=tmp_path / "base", device="cuda")
+    model = training_model(
+        "clip_vitb32", cache_dir=tmp_path / "base", train_projection=True, device="cuda"
+    )
     model.autocast_dtype = torch.bfloat16
     optimizer = torch.optim.Adam(trainable_parameters(model).values(), lr=3e-3, betas=(0.5, 0.999))
     ref, left, right = (images(8, seed).cuda() for seed in (1, 2, 3))

@@ -20,7 +20,8 @@ from .leaderboard import Leaderboard
 from .stats import agreement_table
 
 
-def _figure_png(figure) -> str:
+def figure_png(figure) -> str:
+    """A matplotlib figure as base64 PNG, for an ``<img src="data:image/png;base64,...">``."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode()
@@ -39,7 +40,7 @@ def _plots(audit: pd.DataFrame) -> list[tuple[str, str]]:
         axis.plot(by_votes.index, by_votes.values, marker="o", label=metric)
     axis.set(xlabel="votes", ylabel="2AFC score", title="Agreement vs. number of votes")
     axis.legend(fontsize=7)
-    plots.append(("Agreement vs. vote count", _figure_png(figure)))
+    plots.append(("Agreement vs. vote count", figure_png(figure)))
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
@@ -53,7 +54,7 @@ def _plots(audit: pd.DataFrame) -> list[tuple[str, str]]:
         title="Margin histogram",
     )
     axis.legend(fontsize=7)
-    plots.append(("Margin histogram", _figure_png(figure)))
+    plots.append(("Margin histogram", figure_png(figure)))
     plt.close(figure)
 
     prompts = audit.groupby(["prompt", "metric"])["two_afc"].mean().unstack("metric")
@@ -61,7 +62,7 @@ def _plots(audit: pd.DataFrame) -> list[tuple[str, str]]:
     prompts.plot.barh(ax=axis, legend=True)
     axis.set(xlabel="2AFC score", ylabel="", title="By category")
     axis.legend(fontsize=7)
-    plots.append(("Per category", _figure_png(figure)))
+    plots.append(("Per category", figure_png(figure)))
     plt.close(figure)
     return plots
 
@@ -74,7 +75,8 @@ def _thumbnail(storage: dict, size: int = 160) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _html_table(frame: pd.DataFrame) -> str:
+def html_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as an escaped HTML table (numbers to 3 decimals), in the reports' style."""
     return frame.to_html(
         index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0, classes="data"
     )
@@ -83,9 +85,9 @@ def _html_table(frame: pd.DataFrame) -> str:
 def _leaderboard_section(leaderboard: Leaderboard) -> str:
     return (
         "<h2>Leaderboard</h2>"
-        + _html_table(leaderboard.metric_table())
+        + html_table(leaderboard.metric_table())
         + f"<h3>Paired bootstrap ({leaderboard.rounds:,} rounds, seed {leaderboard.seed})</h3>"
-        + _html_table(leaderboard.pair_table())
+        + html_table(leaderboard.pair_table())
     )
 
 
@@ -126,7 +128,7 @@ def write_report(
                         for key, value in entry[f"by_{grouping}"].items()
                     ]
                 )
-                parts.append(f"<h3>by {grouping}</h3>" + _html_table(rows))
+                parts.append(f"<h3>by {grouping}</h3>" + html_table(rows))
         for title, png in _plots(audit):
             parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'>")
         parts.append(f"<h2>Top {top} confident disagreements</h2>")

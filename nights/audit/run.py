@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..errors import DatasetNotFoundError, MetricError, NightsError
 from ..metrics import Metric, as_metric, default_metric_names
+from ..schema import BY_ORIGIN
 from ..score_cache import ScoreCache
 from ..table import load_jnd, load_nights, release_or_sample, resolve_source
 from .leaderboard import Leaderboard, build_leaderboard
@@ -58,7 +59,7 @@ def run_audit(
     root: str | os.PathLike | None = None,
     split: str = "test",
     variant: str = "nights",
-    min_votes: int | None = 6,
+    min_votes: int | str | None = BY_ORIGIN,
     limit: int | None = None,
     out: str | os.PathLike | None = None,
     jnd: bool | None = None,
@@ -89,8 +90,9 @@ def run_audit(
             when its ensemble weights are present, else PSNR and SSIM.
         root: the data (see :func:`nights.load_nights`); default the release in
             ``NIGHTS_HOME``, else the embedded synthetic sample.
-        split / variant / min_votes: the rows, as :func:`nights.load_nights` (default:
-            upstream's view, the test triplets with at least 6 votes).
+        split / variant / min_votes: the rows, as :func:`nights.load_nights` (default: the
+            test triplets with the vote filter of their origin: upstream's votes >= 6 for the
+            release).
         limit: the first ``limit`` triplets only.
         out: the folder written (default ``nights-audit/SPLIT``).
         jnd: also the JND average precision of each metric (on :func:`nights.load_jnd`);

@@ -23,10 +23,11 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ..schema import SPLITS
+from ..schema import BY_ORIGIN, SPLITS
 
-#: The row selection of the evaluation commands: upstream's published test numbers use it.
-TEST_VIEW = {"split": "test", "min_votes": 6}
+#: The row selection of the evaluation commands: the test triplets with the vote filter of the
+#: data's origin (upstream's votes >= 6 for the release: its published test numbers use it).
+TEST_VIEW = {"split": "test", "min_votes": BY_ORIGIN}
 #: The row selection of the tools that work on the whole table.
 EVERY_ROW = {"split": "all", "min_votes": None}
 
@@ -55,16 +56,30 @@ def add_variant(parser: argparse.ArgumentParser, variants=("nights", "unfiltered
     )
 
 
-def add_rows(parser: argparse.ArgumentParser, split: str, min_votes: int | None) -> None:
+def add_rows(parser: argparse.ArgumentParser, split: str, min_votes: int | str | None) -> None:
     """``--split`` and ``--min-votes``: which rows of the table a command works on."""
     add_split(parser, split)
     parser.add_argument(
         "--min-votes",
-        type=int,
+        type=min_votes_value,
         default=min_votes,
         metavar="N",
-        help="the rows with at least N votes; 6 is upstream's view (default: %(default)s)",
+        help="the rows with at least N votes; 'origin': 6 (upstream's view) for the release, "
+        "the policy recorded in provenance.json for a split written by nights (default: "
+        "%(default)s)",
     )
+
+
+def min_votes_value(text: str) -> int | str:
+    """``--min-votes``: a whole number, or ``origin``."""
+    if text == BY_ORIGIN:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a whole number nor {BY_ORIGIN!r}"
+        ) from None
 
 
 def add_split(parser: argparse.ArgumentParser, default: str) -> None:

@@ -35,8 +35,10 @@ def add_commands(commands) -> None:
         "info",
         _info,
         "what is where, rows per split",
-        "Show where NIGHTS data is, and rows and vote agreement per split (all rows, and "
-        "those upstream keeps with votes >= 6).",
+        "Show where NIGHTS data is, and rows and vote agreement per split: all rows, and "
+        "those the default vote filter keeps (upstream's votes >= 6 for the release, the "
+        "policy recorded in provenance.json for a split written by nights); a warning names "
+        "the filter where it leaves no row of a split.",
     )
     options.add_root(info)
     info.add_argument(
@@ -158,8 +160,7 @@ def _remote_info(args) -> int:
 def _info(args) -> int:
     from .. import _paths
     from ..errors import DatasetNotFoundError
-    from ..table import VARIANTS, load_nights, resolve_source
-    from ..votes import agreement_stats
+    from ..table import VARIANTS, origin_min_votes, resolve_source
 
     if args.remote:
         return _remote_info(args)
@@ -175,28 +176,44 @@ def _info(args) -> int:
         print(f"{variant}: {source.csv_path}")
         if variant == "jnd":
             continue
-        by = "split" if variant == "nights" else None
-        every, kept = (
-            agreement_stats(
-                load_nights(
-                    "all",
-                    root=args.root,
-                    variant=variant,
-                    min_votes=min_votes,
-                    progress=options.progress(args),
-                ),
-                by=by,
-            )
-            for min_votes in (None, 6)
-        )
-        every.insert(1, "votes>=6", kept["triplets"].reindex(every.index).fillna(0).astype(int))
-        print(every.to_string(float_format=lambda v: f"{v:.3f}"))
+        _print_rows(args, variant, origin_min_votes(source))
     if not found_any:
         print(
             "nothing here yet: `nights download chunked` fetches the release, "
             "`nights sample DIR` writes the synthetic sample"
         )
     return 0
+
+
+def _print_rows(args, variant: str, policy: int | None) -> None:
+    """Rows and agreement per split: every row, and those the origin's vote filter keeps
+    (a warning names the filter where it leaves none of a split)."""
+    from ..table import load_nights
+    from ..votes import agreement_stats
+
+    by = "split" if variant == "nights" else None
+    every, kept = (
+        agreement_stats(
+            load_nights(
+                "all",
+                root=args.root,
+                variant=variant,
+                min_votes=min_votes,
+                progress=options.progress(args),
+            ),
+            by=by,
+        )
+        for min_votes in (None, policy or 0)
+    )
+    if policy is None:
+        print("vote filter by default: none (its provenance.json records none)")
+    else:
+        column = f"votes>={policy}"
+        every.insert(1, column, kept["triplets"].reindex(every.index).fillna(0).astype(int))
+        for group, row in every.iterrows():
+            if row["triplets"] and not row[column]:
+                print(f"warning: the default vote filter {column} leaves no row of {group}")
+    print(every.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
 def _stats(args) -> int:

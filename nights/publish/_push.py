@@ -49,7 +49,7 @@ def push_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise NightsError(f"{folder}: no such folder; write it with `nights publish` first")
-    api, _ = _hub_session(repo_id, token)
+    api, _ = hub_session(repo_id, token)
     validate_hub_folder(folder)
     ensure_dataset_repo(api, repo_id, private)
     try:
@@ -66,7 +66,7 @@ def push_folder(
             delete_patterns=[f"{DATA_DIR}/*"],
         )
     except Exception as error:
-        raise _hub_error(api, f"uploading to {repo_id}", error) from None
+        raise hub_error(api, f"uploading to {repo_id}", error) from None
     url = f"{api.endpoint}/datasets/{repo_id}" + (f"/tree/{revision}" if revision else "")
     return PushResult(url, getattr(commit, "oid", None))
 
@@ -86,7 +86,7 @@ def push_fiftyone(dataset, repo_id: str, *, private: bool = False) -> PushResult
     """
     import fiftyone.utils.huggingface as fouh
 
-    api, user = _hub_session(repo_id, None)
+    api, user = hub_session(repo_id, None)
     owner, name = repo_id.split("/")
     if owner != user:
         raise NightsError(
@@ -104,11 +104,11 @@ def push_fiftyone(dataset, repo_id: str, *, private: bool = False) -> PushResult
             tags=["nights", "perceptual-similarity", "2afc"],
         )
     except Exception as error:
-        raise _hub_error(api, f"pushing the FiftyOne dataset to {repo_id}", error) from None
+        raise hub_error(api, f"pushing the FiftyOne dataset to {repo_id}", error) from None
     return PushResult(f"{api.endpoint}/datasets/{repo_id}", None)
 
 
-def _hub_session(repo_id: str, token: str | None):
+def hub_session(repo_id: str, token: str | None):
     """An authenticated ``HfApi`` and the token's user name, or a one-line NightsError."""
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -129,7 +129,7 @@ def _hub_session(repo_id: str, token: str | None):
     try:
         user = api.whoami()["name"]
     except Exception as error:
-        raise _hub_error(api, "checking the token", error) from None
+        raise hub_error(api, "checking the token", error) from None
     return api, user
 
 
@@ -143,13 +143,13 @@ def ensure_dataset_repo(api, repo_id: str, private: bool) -> None:
         return
     except HfHubHTTPError as error:
         if error.response is None or error.response.status_code != 409:
-            raise _hub_error(api, f"creating the dataset {repo_id}", error) from None
+            raise hub_error(api, f"creating the dataset {repo_id}", error) from None
     try:
         if api.repo_exists(repo_id, repo_type="dataset"):
             return
         taken_by_model = api.repo_exists(repo_id, repo_type="model")
     except Exception as error:
-        raise _hub_error(api, f"looking up {repo_id}", error) from None
+        raise hub_error(api, f"looking up {repo_id}", error) from None
     if taken_by_model:
         raise NightsError(
             f"{repo_id} is taken by a model repository on {api.endpoint}, and the Hub refuses "
@@ -158,7 +158,7 @@ def ensure_dataset_repo(api, repo_id: str, private: bool) -> None:
     raise NightsError(f"{api.endpoint} refuses to create the dataset {repo_id} (HTTP 409)")
 
 
-def _hub_error(api, doing: str, error: Exception) -> NightsError:
+def hub_error(api, doing: str, error: Exception) -> NightsError:
     """One line: what failed, the HTTP status and the Hub's own message, and what to do."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
