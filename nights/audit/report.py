@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .._files import atomic_path, write_atomic
 from ..images import open_rgb
@@ -66,8 +67,12 @@ def _plots(audit: pd.DataFrame) -> list[tuple[str, str]]:
     return plots
 
 
-def _thumbnail(storage: dict, size: int = 160) -> str:
-    image = open_rgb(storage["bytes"] or storage["path"])
+def _thumbnail(storage: dict | list, size: int = 160) -> str:
+    image = (
+        Image.fromarray(np.asarray(storage, dtype=np.uint8))  # raw pixels (images="pixels")
+        if isinstance(storage, list)
+        else open_rgb(storage["bytes"] or storage["path"])
+    )
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
