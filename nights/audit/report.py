@@ -94,6 +94,21 @@ def _leaderboard_section(leaderboard: Leaderboard) -> str:
     )
 
 
+def _fidelity_section(summary: dict) -> list[str]:
+    """A table per metric that is not fp32 on torch: its fidelity against fp32."""
+    parts = []
+    for metric, entry in summary["metrics"].items():
+        if "fidelity" in entry:
+            rows = pd.DataFrame(
+                [{"triplets": name, **report} for name, report in entry["fidelity"].items()]
+            ).drop(columns="precision")
+            parts.append(
+                f"<h2>{html.escape(metric)} at {html.escape(entry['precision'])} on "
+                f"{html.escape(entry['backend'])}: fidelity against fp32</h2>" + _html_table(rows)
+            )
+    return parts
+
+
 def write_report(
     path: Path,
     audit: pd.DataFrame,
@@ -115,6 +130,7 @@ def write_report(
     ]
     if leaderboard is not None:
         parts.append(_leaderboard_section(leaderboard))
+    parts.extend(_fidelity_section(summary))
     if "two_afc" not in audit:
         parts.append("<p>The table has no votes: only distances were computed.</p>")
     else:
