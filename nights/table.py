@@ -454,11 +454,24 @@ def _write_shards(
 
 
 def open_table(folder: Path):
-    """Memory-maps a built table folder as one ``datasets.Dataset``."""
+    """Memory-maps a built table folder as one ``datasets.Dataset``.
+
+    Raises:
+        IntegrityError: a shard is damaged (truncated, overwritten): it is named.
+    """
     from datasets import Dataset, concatenate_datasets
 
     meta = json.loads((folder / "meta.json").read_text())
-    shards = [Dataset.from_file(str(folder / name)) for name in meta["shards"]]
+    shards = []
+    for name in meta["shards"]:
+        try:
+            shards.append(Dataset.from_file(str(folder / name)))
+        except (OSError, pa.ArrowException) as error:
+            reason = " ".join(str(error).split())
+            raise IntegrityError(
+                f"{folder / name}: not a readable table shard ({reason}); build the table "
+                "again (rebuild=True, `nights build --rebuild`)"
+            ) from None
     table = shards[0] if len(shards) == 1 else concatenate_datasets(shards)
     table.info.description = json.dumps({"nights": meta})
     return table

@@ -35,10 +35,10 @@ def _to_tensor(storage: dict, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
-def _pixel_tensors(column, size: int) -> list[torch.Tensor]:
+def _pixel_tensors(column, name: str, ids: list, size: int) -> list[torch.Tensor]:
     """uint8 ``[3, S, S]`` views of one gathered batch of raw pixels (resized only when the
     table's side is not ``size``)."""
-    batch = pixels.to_numpy(column)
+    batch = pixels.to_numpy(column, name, ids)
     if batch.shape[1] != size:
         batch = np.stack([resize_like_dreamsim(Image.fromarray(image), size) for image in batch])
     elif not batch.flags.writeable:  # a view of the memory-mapped file: torch wants its own
@@ -61,13 +61,13 @@ class TripletDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[tuple]:
         batch = self.table[indices]  # Arrow slices of the memory-mapped table: nothing read yet
+        votes, ids = batch.column("right_vote").to_pylist(), batch.column("id").to_pylist()
         images = [
-            _pixel_tensors(batch.column(name), self.image_size)
-            if pixels.is_pixel_type(batch.schema.field(name).type)
+            _pixel_tensors(batch.column(name), name, ids, self.image_size)
+            if pixels.is_pixel_column(batch.schema.field(name).type)
             else [_to_tensor(s, self.image_size) for s in batch.column(name).to_pylist()]
             for name in _IMAGES
         ]
-        votes, ids = batch.column("right_vote").to_pylist(), batch.column("id").to_pylist()
         return list(zip(*images, votes, ids))
 
     def __getitem__(self, index: int) -> tuple:

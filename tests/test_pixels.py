@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import nights.images
@@ -286,3 +290,95 @@ def test_a_parallel_build_killed_with_sigkill_resumes_keeping_its_shards(
     table = nights.table.open_table(resumed)
     assert table["id"] == pd.read_csv(sample_home / "nights" / "data.csv")["id"].tolist()
     assert isinstance(table.data.column("ref").chunk(0), pa.FixedSizeListArray)
+
+
+def _pixel_column(shape, value_type, null_level, rows, seed) -> pa.Array:
+    """``rows`` images of ``shape`` as nested fixed-size lists of ``value_type``; one null put
+    at ``null_level`` (0: an image, 1: a row of pixels, 2: a pixel, 3: a value; else none)."""
+    rng = np.random.default_rng(seed)
+    sizes = (rows, *shape)
+
+    def mask(level: int):
+        if level != null_level:
+            return None
+        count = int(np.prod(sizes[: level + 1]))
+        flags = np.zeros(count, dtype=bool)
+        flags[rng.integers(count)] = True
+        return flags
+
+    values = rng.integers(0, 128, int(np.prod(sizes)))
+    column = pa.array(values, type=value_type, mask=mask(len(shape)))
+    for level in reversed(range(len(shape))):
+        flags = mask(level)
+        column = pa.FixedSizeListArray.from_arrays(
+            column, shape[level], mask=None if flags is None else pa.array(flags)
+        )
+    return column
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    shape=st.one_of(
+        st.sampled_from([(6, 6, 3), (6, 6, 4), (6, 5, 3), (6, 6, 1), (6, 6), (6,), (2, 2, 2, 3)])
+    ),
+    value_type=st.sampled_from([pa.uint8(), pa.int16(), pa.float32(), pa.int8()]),
+    null_level=st.integers(0, 5),
+    rows=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    chunked=st.booleans(),
+)
+def test_hostile_pixel_tables_are_read_or_refused_in_one_line(
+    shape, value_type, null_level, rows, seed, chunked
+):
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    from nights.audit.scoring import TableImages
+
+    hostile = _pixel_column(shape, value_type, null_level, rows, seed)
+    good = _pixel_column((6, 6, 3), pa.uint8(), None, rows, seed + 1)
+    columns = {
+        "ref": pa.chunked_array([hostile[:1], hostile[1:]]) if chunked else hostile,
+        "left": good,
+        "right": good,
+        "right_vote": pa.array(np.linspace(0, 1, rows)),
+        "id": pa.array(np.arange(100, 100 + rows)),
+    }
+    table = Dataset(InMemoryTable(pa.table(columns)))
+    valid = shape == (6, 6, 3) and value_type == pa.uint8() and null_level > len(shape)
+    for read in (
+        lambda: nights.torch_data.TripletDataset(table, 6).__getitems__(list(range(rows))),
+        lambda: TableImages(table, progress=False).tensor(
+            TableImages(table, progress=False).keys["ref"][-1], None
+        ),
+    ):
+        try:
+            result = read()
+        except nights.NightsError as error:
+            assert not valid, error
+            message = str(error)
+            assert "\n" not in message and message.startswith("ref")
+            assert "rebuild the table" in message
+            if "null" in message:
+                assert any(f"triplet {i}" in message for i in range(100, 100 + rows))
+        else:
+            assert valid
+            assert result is not None
+
+
+@settings(max_examples=40, deadline=None)
+@given(cut=st.floats(0, 0.999))
+def test_a_truncated_pixel_shard_is_named_in_one_line(tables, cut):
+    _, raw = tables
+    source = Path(raw.cache_files[0]["filename"]).parent
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(shutil.copytree(source, Path(scratch) / "table"))
+        path = folder / "shard-00000.arrow"
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * cut)])
+        with pytest.raises(nights.IntegrityError) as error:
+            for row in nights.torch_data.to_torch(nights.table.open_table(folder), 64, 24):
+                assert row
+        message = str(error.value)
+        assert "\n" not in message and message.startswith(f"{path}: not a readable table shard")
+        assert message.endswith("`nights build --rebuild`)")

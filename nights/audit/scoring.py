@@ -136,7 +136,11 @@ class TableImages:
     def __init__(self, table, columns=IMAGE_COLUMNS, progress: bool | None = None):
         self.ids = table.select_columns(["id"]).with_format("arrow")
         self.rows = table.select_columns(list(columns)).with_format("arrow")
-        self.raw = {c for c in columns if pixels.is_pixel_type(self.rows.data.schema.field(c).type)}
+        self.raw = {
+            c
+            for c in columns
+            if pixels.is_pixel_column(self.rows.features.arrow_schema.field(c).type)
+        }
         self.keys: dict[str, list[str]] = {column: [] for column in columns}
         self.where: dict[str, tuple[int, str]] = {}
         for start in progress_bar(
@@ -147,7 +151,11 @@ class TableImages:
                 keys = (
                     [
                         hashlib.sha256(image).hexdigest()
-                        for image in pixels.to_numpy(batch.column(column))
+                        for image in pixels.to_numpy(
+                            batch.column(column),
+                            column,
+                            self.ids[start : start + 256]["id"].to_pylist(),
+                        )
                     ]
                     if column in self.raw
                     else [content_key(storage) for storage in batch.column(column).to_pylist()]
@@ -161,7 +169,11 @@ class TableImages:
         ``[S, S, 3]``."""
         row, column = self.where[key]
         cell = self.rows[row : row + 1].column(column)
-        return pixels.to_numpy(cell)[0] if column in self.raw else cell[0].as_py()
+        return (
+            pixels.to_numpy(cell, column, self.ids[row : row + 1]["id"].to_pylist())[0]
+            if column in self.raw
+            else cell[0].as_py()
+        )
 
     def tensor(self, key: str, size: int | None):
         """uint8 ``[3, H, W]``; resized as DreamSim preprocesses when ``size`` is given.
