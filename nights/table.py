@@ -27,14 +27,17 @@ finished shards.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,8 +392,9 @@ def _write_shards(
     """Writes the shards of ``frame`` that ``folder`` lacks (an interrupted build resumes).
 
     A pre-resized copy is encoded by ``jobs`` processes (default: one per CPU), a batch of
-    :data:`_BATCH_ROWS` rows each, all queued at once so no core waits at a shard's end; this
-    process writes the batches in order as they come back, a shard at a time.
+    :data:`_BATCH_ROWS` rows each, two batches per process in flight across shard ends (so no
+    core waits, and memory stays bounded: a batch is ~45 MB of pixels at 224 px); this process
+    writes the batches in order as they come back, a shard at a time.
     """
     for leftover in folder.glob(".shard-*.tmp"):  # of a writer killed mid-shard
         leftover.unlink()
@@ -410,26 +414,31 @@ def _write_shards(
         if options.image_size and jobs > 1 and todo
         else None
     )
-    pending = (
-        [
-            [pool.submit(_encode_images, source, options, _image_paths(source, b)) for b in shard]
-            for shard in batches
-        ]
-        if pool
-        else None
-    )
 
-    def encoded(shard: int, batch: int) -> dict:
-        if pending is None:
-            return _encode_images(source, options, _image_paths(source, batches[shard][batch]))
-        return pending[shard][batch].result()
+    def encoded_batches() -> Iterator[dict]:
+        paths = (_image_paths(source, rows) for shard in batches for rows in shard)
+        if pool is None:
+            yield from (_encode_images(source, options, batch) for batch in paths)
+            return
+        window = collections.deque(
+            pool.submit(_encode_images, source, options, batch)
+            for batch in itertools.islice(paths, 2 * jobs)
+        )
+        while window:
+            done = window.popleft().result()
+            window.extend(
+                pool.submit(_encode_images, source, options, batch)
+                for batch in itertools.islice(paths, 1)
+            )
+            yield done
 
+    encoded = encoded_batches()
     failures: list = []
 
     def shard_batches(shard: int, bar):
         before = len(failures)
-        for number, rows in enumerate(batches[shard]):
-            table = _rows_table(source, options, features, rows, encoded(shard, number), failures)
+        for rows in batches[shard]:
+            table = _rows_table(source, options, features, rows, next(encoded), failures)
             bar.update(len(rows))
             if len(failures) == before:
                 yield table

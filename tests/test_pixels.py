@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -316,7 +316,7 @@ def _pixel_column(shape, value_type, null_level, rows, seed) -> pa.Array:
     return column
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     shape=st.one_of(
         st.sampled_from([(6, 6, 3), (6, 6, 4), (6, 5, 3), (6, 6, 1), (6, 6), (6,), (2, 2, 2, 3)])
