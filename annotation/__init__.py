@@ -4,7 +4,8 @@ Campaigns and their SQLite store (:mod:`annotation.campaign`), the collection ap
 (:mod:`annotation.server`), importers from other platforms (:mod:`annotation.importers`),
 collection policies (:mod:`annotation.policies`), aggregation on crowd-kit
 (:mod:`annotation.aggregate`) and one exception family (:mod:`annotation.errors`). Imports
-``nights`` for the table, image checks, errors and ``write_split`` only.
+from ``nights`` the table and its metadata, vote filtering, image checks, errors,
+``write_split``, the CLI's shared options and the lazy-import helper.
 """
 
 from nights._lazy import lazy_attributes

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import AnnotationError
+
 if TYPE_CHECKING:  # loaded by the functions: `nights --help` imports this package
     import pandas as pd
 
@@ -46,9 +48,9 @@ def aggregate(votes: pd.DataFrame, method: str = "majority", n_iter: int = 100) 
     from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
 
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        raise AnnotationError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if votes.empty:
-        raise ValueError("no votes to aggregate")
+        raise AnnotationError("no votes to aggregate")
     data = votes[["task", "worker", "label"]].astype({"worker": str, "label": str})
     model = {
         "majority": lambda: MajorityVote(),
@@ -178,7 +180,7 @@ def merge_into_split(
     ids = [int(i) for i in per_triplet.index]
     missing = sorted(set(ids) - set(table["id"]))
     if missing:
-        raise ValueError(
+        raise AnnotationError(
             f"{len(missing)} voted triplet(s) are not in the table, e.g. id {missing[0]}"
         )
     subset = filter_votes(table, ids=ids).flatten_indices()

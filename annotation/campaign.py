@@ -254,7 +254,7 @@ def create_campaign(
     make_policy(policy, votes_per_trial)
     path = Path(path)
     if path.exists():
-        raise FileExistsError(f"{path} exists: a campaign is never overwritten")
+        raise CampaignError(f"{path} exists: a campaign is never overwritten")
     if len(table) == 0:
         raise CampaignError("the table has no triplets")
     rows = table.select_columns(["id", "ref_path", "left_path", "right_path", "prompt"]).to_pandas()
@@ -376,7 +376,7 @@ class CampaignStore:
     def __init__(self, path: str | os.PathLike, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"no campaign at {self.path} (create it first)")
+            raise CampaignError(f"no campaign at {self.path} (create it first)")
         self.db, self.settings = _open_campaign(self.path)
         self.clock = clock
         self.lock = threading.RLock()  # one connection: one transaction at a time

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from nights._files import atomic_path
 from nights.cli import options
 
 CSV_OUT = "CSV file to write (default: standard output)"
@@ -41,12 +42,8 @@ def add_commands(commands) -> None:
     create.add_argument("--trials-per-participant", type=int, default=20)
     create.add_argument("--votes-per-trial", type=int, default=5)
     create.add_argument("--sentinel-rate", type=float, default=0.1)
-    create.add_argument(
-        "--repeats",
-        type=int,
-        default=2,
-        help="trials shown twice to each participant (self-consistency)",
-    )
+    repeats = "trials shown twice to each participant (self-consistency)"
+    create.add_argument("--repeats", type=int, default=2, help=repeats)
     create.add_argument(
         "--policy",
         default="target",
@@ -214,12 +211,20 @@ def _status(args) -> int:
     return 0
 
 
+def _csv(frame, out, **options) -> None:
+    """To stdout, or to ``out`` through a temporary file: a failed write keeps the old one."""
+    if out is None:
+        return frame.to_csv(sys.stdout, **options)
+    with atomic_path(Path(out)) as temporary:
+        frame.to_csv(temporary, **options)
+
+
 def _plan(args) -> int:
     from .campaign import CampaignStore, plan_campaign
 
     store = CampaignStore(args.campaign)
     planned = plan_campaign(store)
-    planned.to_csv(args.out or sys.stdout)
+    _csv(planned, args.out)
     print(
         f"{int(planned['needs_more'].sum())} of {len(planned)} triplets need more votes "
         f"({store.settings.get('policy', 'target')} policy)",
@@ -231,7 +236,7 @@ def _plan(args) -> int:
 def _export(args) -> int:
     from .campaign import CampaignStore
 
-    CampaignStore(args.campaign).votes().to_csv(args.out or sys.stdout, index=False)
+    _csv(CampaignStore(args.campaign).votes(), args.out, index=False)
     return 0
 
 
@@ -253,7 +258,7 @@ def _read_all_votes(args):
 
 def _import(args) -> int:
     votes = _read_all_votes(args)
-    votes.to_csv(args.out or sys.stdout, index=False)
+    _csv(votes, args.out, index=False)
     print(
         f"{len(votes)} votes from {votes['worker'].nunique()} workers on "
         f"{votes['task'].nunique()} triplets",

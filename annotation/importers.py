@@ -82,6 +82,12 @@ def _duration_ms(value, where: str, what: str, scale: float = 1.0) -> float | No
     return scale * number
 
 
+# The columns a plain CSV may name each field by, in order of preference.
+TASK_NAMES = ("task", "triplet_id", "id")
+WORKER_NAMES = ("worker", "worker_id", "WorkerId")
+LABEL_NAMES = ("label", "choice", "answer")
+
+
 def _frame(rows: list[dict], source: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(VOTE_COLUMNS[:-1]))
     frame["source"] = source.name
@@ -117,12 +123,20 @@ def read_plain_csv(path: str | os.PathLike) -> pd.DataFrame:
     ``kind``/``expected``/``server_ms`` (as ``nights annotate export`` writes them)."""
     path = Path(path)
     frame = _read_csv(path)
+    needed = {"task": TASK_NAMES, "worker": WORKER_NAMES, "label": LABEL_NAMES}
+    absent = [what for what, names in needed.items() if not set(names) & set(frame.columns)]
+    if absent:
+        columns = ", ".join(_shown(column) for column in frame.columns[:10])
+        raise VoteImportError(
+            f"{path}: line 1: no {' or '.join(absent)} column (columns found: {columns}); "
+            f"expected e.g. task,worker,label"
+        )
     rows, server_ms = [], []
     for number, row in enumerate(frame.to_dict("records"), start=2):
         where = f"{path}: line {number}"
-        task = _first(row, "task", "triplet_id", "id")
-        worker = _first(row, "worker", "worker_id", "WorkerId")
-        label = _first(row, "label", "choice", "answer")
+        task = _first(row, *TASK_NAMES)
+        worker = _first(row, *WORKER_NAMES)
+        label = _first(row, *LABEL_NAMES)
         if task is None or worker is None or label is None:
             columns = ", ".join(_shown(column) for column in frame.columns[:10])
             raise VoteImportError(

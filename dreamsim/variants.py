@@ -176,7 +176,7 @@ def _variant(
 
 
 # No sha256 of the release zips is published (upstream's README, releases and issues, and
-# the public material searched for this: see the issue note); the zips are checked against
+# the public material searched in November 2026); the zips are checked against
 # the trust-on-first-use manifest instead (dreamsim.weights). Pin a value here once known.
 VARIANTS: dict[str, Variant] = {
     variant.name: variant

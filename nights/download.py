@@ -44,7 +44,7 @@ from pathlib import Path, PurePosixPath
 from . import _paths
 from ._files import file_lock, file_sha256, write_atomic
 from ._progress import progress_bar
-from .errors import DownloadError, IntegrityError
+from .errors import ArgumentError, DownloadError, IntegrityError
 from .releases import CSV_IN_FULL_ZIP, FULL_ZIP, RELEASES, ReleaseFile, file_url
 from .remote_zip import RemoteZip
 from .schema import read_data_csv, split_mask
@@ -473,7 +473,7 @@ def download(
             rerun refetches it), or clashes with files on disk.
     """
     if variant not in RELEASES:
-        raise ValueError(f"variant must be one of {', '.join(RELEASES)}, not {variant!r}")
+        raise ArgumentError(f"variant must be one of {', '.join(RELEASES)}, not {variant!r}")
     root = Path(root).expanduser() if root is not None else _paths.nights_home()
     root.mkdir(parents=True, exist_ok=True)
     session = _Session(

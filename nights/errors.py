@@ -11,6 +11,14 @@ class NightsError(Exception):
     """Base class of every error raised by ``nights``."""
 
 
+class ArgumentError(NightsError, ValueError):
+    """An argument outside what it may be (a name, a format, a range), named with its value."""
+
+
+class OutputExistsError(NightsError, FileExistsError):
+    """The output is there already and nothing was asked to replace it."""
+
+
 class SchemaError(NightsError, ValueError):
     """A CSV or table does not have the columns, types or values NIGHTS requires."""
 

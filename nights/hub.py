@@ -38,7 +38,7 @@ from urllib.parse import unquote
 from . import _paths
 from ._files import file_lock, write_atomic
 from ._progress import progress_bar
-from .errors import DatasetNotFoundError, IntegrityError, NightsError
+from .errors import ArgumentError, DatasetNotFoundError, IntegrityError, NightsError
 from .schema import DATA_CSV_COLUMNS, IMAGE_COLUMNS, JND_IMAGE_COLUMNS, parse_relative_path
 
 HUB_PREFIX = "hf://datasets/"
@@ -165,7 +165,7 @@ def materialize(
             release, or an image has no bytes.
     """
     if variant not in VARIANT_CONFIGS:
-        raise ValueError(f"variant must be one of {', '.join(VARIANT_CONFIGS)}, not {variant!r}")
+        raise ArgumentError(f"variant must be one of {', '.join(VARIANT_CONFIGS)}, not {variant!r}")
     reader = _HubReader.open(root, variant)
     base = Path(home).expanduser() if home else _paths.nights_home() / "hub"
     final = base / f"{reader.slug}-{reader.config}-{reader.key[:16]}"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from .errors import SchemaError
+from .errors import ArgumentError, SchemaError
 
 if TYPE_CHECKING:  # pandas loads with the first file read: `nights --help` needs none of it
     import pandas as pd
@@ -131,7 +131,7 @@ def split_mask(split: str, splits, is_imagenet):
     import numpy as np
 
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        raise ArgumentError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     splits = np.asarray(splits)
     if split == "all":
         return np.ones(len(splits), dtype=bool)

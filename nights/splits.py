@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ._files import remove_abandoned
-from .errors import IntegrityError, NightsError
+from .errors import ArgumentError, IntegrityError, NightsError, OutputExistsError
 from .schema import DATA_CSV_COLUMNS
 from .table import table_meta
 from .votes import votes_frame
@@ -215,15 +215,15 @@ def write_split(
         IntegrityError: original images are not reachable.
     """
     if format not in ("nights", "parquet"):
-        raise ValueError(f"format must be 'nights' or 'parquet', not {format!r}")
+        raise ArgumentError(f"format must be 'nights' or 'parquet', not {format!r}")
     if link not in ("auto", "copy", "hardlink", "symlink"):
-        raise ValueError(f"link must be auto, copy, hardlink or symlink, not {link!r}")
+        raise ArgumentError(f"link must be auto, copy, hardlink or symlink, not {link!r}")
     out = Path(out)
     meta = table_meta(table)
     _refuse_to_write_over_the_source(out, meta)
     remove_abandoned(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+        raise OutputExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     if len(table) == 0:
         raise NightsError("the table has no rows: nothing to write")
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")

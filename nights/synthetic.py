@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ._files import remove_abandoned
 from ._paths import DATA_CSV, JND_CSV, NIGHTS_DIR, RAW_CSV, UNFILTERED_DIR
+from .errors import ArgumentError, OutputExistsError
 from .schema import DATA_CSV_COLUMNS
 
 # ImageNet class names carry commas; the others come from the non-ImageNet sources of NIGHTS.
@@ -353,9 +354,9 @@ def make_synthetic_nights(
     """
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{out} exists; pass overwrite=True to replace it")
     if n_triplets < 1 or image_size < 8:
-        raise ValueError("n_triplets must be >= 1 and image_size >= 8")
+        raise ArgumentError("n_triplets must be >= 1 and image_size >= 8")
     rng = np.random.default_rng(seed)
     jobs = jobs or os.cpu_count() or 1
     remove_abandoned(out)

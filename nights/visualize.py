@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import ArgumentError, MetricError
 from .schema import IMAGE_COLUMNS as SLICES
 from .table import table_meta
 from .votes import votes_frame
@@ -101,7 +102,7 @@ def _apply_audit(dataset, audit: pd.DataFrame, primary: bool) -> None:
     by_id = audit.set_index("id")
     missing = set(ids) - set(by_id.index)
     if missing:
-        raise ValueError(
+        raise ArgumentError(
             f"the audit has no row for {len(missing)} triplet(s) of the dataset, "
             f"e.g. id {sorted(missing)[0]}"
         )
@@ -205,16 +206,14 @@ def to_fiftyone(
             _apply_audit(dataset, part, primary=position == 0)
     if embeddings is not None:
         if audit is None or isinstance(audit, pd.DataFrame):
-            raise ValueError(
+            raise MetricError(
                 "embeddings= needs the audit's path (its summary.json names the cache entries)"
             )
         summary = json.loads((Path(audit).parent / "summary.json").read_text())
-        entry = summary["metrics"].get(embeddings, {})
-        if entry.get("input_size") is None or "cache_id" not in entry:
-            raise ValueError(
-                f"the audit has no embedding metric {embeddings!r} (it has "
-                f"{', '.join(summary['metrics'])})"
-            )
+        embeddings = _audited_name(embeddings, summary["metrics"])
+        entry = summary["metrics"][embeddings]
+        if score_cache is None:
+            score_cache = summary.get("source", {}).get("cache")
         from .score_cache import ScoreCache
         from .table import load_nights
 
@@ -231,6 +230,21 @@ def to_fiftyone(
             dataset, embeddings, entry["cache_id"], embedded, cache=ScoreCache(score_cache)
         )
     return dataset
+
+
+def _audited_name(name: str, audited: dict) -> str:
+    """The audited embedding metric that ``name`` means: itself, or the one metric named
+    ``name:SOMETHING`` (``dreamsim`` for ``dreamsim:ensemble``)."""
+    embedded = [metric for metric, entry in audited.items() if entry.get("input_size")]
+    if name in embedded:
+        return name
+    matches = [metric for metric in embedded if metric.split(":")[0] == name]
+    if len(matches) == 1:
+        return matches[0]
+    raise MetricError(
+        f"the audit has no embedding metric {name!r} (its embedding metrics: "
+        f"{', '.join(embedded) or 'none'})"
+    )
 
 
 def add_embeddings(
@@ -261,7 +275,7 @@ def add_embeddings(
         key_of.get(pair) for pair in zip(flat.values("triplet_id"), flat.values("group.name"))
     ]
     if None in wanted or cache.missing_embeddings(cache_id, wanted):
-        raise ValueError(
+        raise MetricError(
             f"{metric}: embeddings missing from the score cache; run "
             f"`nights audit --metric {metric}` on these triplets first"
         )
@@ -269,6 +283,10 @@ def add_embeddings(
     vectors = vectors.reshape(len(vectors), -1)
     field = f"{field_prefix(metric)}_embedding"
     flat.set_values(field, [vector.tolist() for vector in vectors])
+    # A rerun (a new audit of the same dataset) replaces the runs of the last one.
+    ours = {f"{field_prefix(metric)}_{run}" for run in (*methods, "similarity")}
+    for key in ours & set(dataset.list_brain_runs()):
+        dataset.delete_brain_run(key)
     for method in methods:
         if method == "umap":
             try:

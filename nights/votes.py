@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import NightsError
+from .errors import ArgumentError, NightsError
 from .schema import VOTE_COLUMNS
 from .table import with_step
 
@@ -41,7 +41,7 @@ def agreement_stats(table, by: str | None = "split") -> pd.DataFrame:
     ``right_vote``: near 0.5 unless sides are biased).
     """
     if by is not None and by not in GROUPINGS:
-        raise ValueError(f"by must be one of {', '.join(GROUPINGS)} or None, not {by!r}")
+        raise ArgumentError(f"by must be one of {', '.join(GROUPINGS)} or None, not {by!r}")
     frame = votes_frame(table)
     frame["majority"] = np.maximum(frame["left_vote"], frame["right_vote"])
     keys = frame[by] if by else pd.Series("all", index=frame.index, name="group")
@@ -108,7 +108,7 @@ def filter_votes(
     majority = np.maximum(frame["left_vote"], frame["right_vote"]).to_numpy()
     if min_agreement is not None:
         if not 0.0 <= min_agreement <= 1.0:
-            raise ValueError(f"min_agreement must be between 0 and 1, not {min_agreement}")
+            raise ArgumentError(f"min_agreement must be between 0 and 1, not {min_agreement}")
         mask &= majority >= min_agreement - 1e-9
     if unanimous is not None:
         mask &= (majority >= 1.0 - 1e-9) == unanimous

@@ -147,7 +147,8 @@ def test_label_studio_pairwise_export(tmp_path):
     [
         ("task,worker,label\n1,w,left\n2,w,maybe\n", r"line 3: answer 'maybe' is not left/right"),
         ("task,worker,label\n1,w,left\nx,w,left\n", r"line 3: triplet id 'x' is not a number"),
-        ("task,rater\n1,w\n", r"line 2: needs task, worker and label"),
+        ("task,rater\n1,w\n", r"line 1: no worker or label column"),
+        ("task,worker,label\n1,w,\n", r"line 2: needs task, worker and label"),
     ],
 )
 def test_bad_csv_rows_are_named_and_nothing_is_imported(tmp_path, text, message):
@@ -188,6 +189,14 @@ def test_bad_label_studio_and_mturk_files(tmp_path):
         ("v.csv", b"task,worker,label,rt_ms\n1,w,left,-5\n", r"line 2: rt_ms '-5' is negative"),
         ("v.csv", b"task,worker,label,swapped\n1,w,left,maybe\n", r"line 2: swapped 'maybe'"),
         ("v.csv", b"", r"v\.csv: empty file"),
+        # A header that names no vote column, with or without rows: not 0 votes and exit 0
+        (
+            "v.csv",
+            b"foo,bar\n",
+            r"line 1: no task or worker or label column \(columns found: 'foo'",
+        ),
+        ("v.csv", b"hello\n", r"line 1: no task or worker or label column"),
+        ("v.csv", b"task,who,label\n", r"line 1: no worker column"),
         ("v.csv", "task,worker,label\n1,w\u00e9,left\n".encode("latin-1"), r"v\.csv: not UTF-8"),
         (
             "ls.json",
@@ -368,3 +377,21 @@ def test_merge_into_a_split_that_load_nights_reads(sample_home, cache_dir, tmp_p
     with pytest.raises(ValueError, match="not in the table"):
         merge_into_split(table, stray, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_failed_csv_write_keeps_the_file_that_was_there(tmp_path):
+    from annotation.cli import _csv
+
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("cannot print")
+
+    out = tmp_path / "votes.csv"
+    out.write_text("task,worker,label\n1,w,left\n")
+    frame = pd.DataFrame({"task": [1, 2], "worker": ["a", Unprintable()]})
+    with pytest.raises(RuntimeError, match="cannot print"):
+        _csv(frame, out, index=False)
+    assert out.read_text() == "task,worker,label\n1,w,left\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["votes.csv"]  # no temporary left
+    _csv(frame.iloc[:1], out, index=False)
+    assert out.read_text() == "task,worker\n1,a\n"

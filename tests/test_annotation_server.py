@@ -14,6 +14,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from annotation.campaign import CampaignStore, create_campaign  # noqa: E402
+from annotation.errors import CampaignError  # noqa: E402
 from nights import load_nights  # noqa: E402
 
 from .annotation_helpers import (  # noqa: E402
@@ -63,8 +64,10 @@ def test_campaign_trials_are_reproducible(sample_home, cache_dir, tmp_path):
     assert kinds["repeat"] == kinds["2afc"]  # every 2AFC trial has a twin, sides reversed
     swapped = [row[4] for row in read[0] if row[0] == "2afc"]
     assert 0 < sum(swapped) < len(swapped)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(CampaignError, match="exists: a campaign is never overwritten"):
         create_campaign(tmp_path / "a.sqlite", table)
+    with pytest.raises(CampaignError, match=r"no campaign at .*create it first"):
+        CampaignStore(tmp_path / "absent.sqlite")
 
 
 def test_a_session_resumes_and_votes_are_stored_on_the_stored_side(campaign):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from nights import make_synthetic_nights, read_data_csv, read_jnd_csv, read_raw_csv
+from nights.errors import OutputExistsError
 from nights.schema import DATA_CSV_COLUMNS
 
 
@@ -66,7 +67,7 @@ def test_same_seed_same_bytes_whatever_the_number_of_processes(tmp_path):
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):
     out = make_synthetic_nights(tmp_path / "s", n_triplets=4, image_size=16, n_unfiltered=0)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputExistsError):
         make_synthetic_nights(out, n_triplets=4, image_size=16)
     make_synthetic_nights(out, n_triplets=6, image_size=16, n_unfiltered=0, overwrite=True)
     assert len(read_data_csv(out / "nights" / "data.csv")) == 6

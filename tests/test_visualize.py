@@ -199,6 +199,10 @@ def test_embeddings_visualisation_and_similarity(fo, tmp_path, sample_home, cach
             embeddings="dreamsim:ensemble",
             score_cache=tmp_path / "c.db",
         )
+    # The family's name finds its one audited variant, and the audit's own cache is read
+    # (summary.json records it: nothing passed here, and $NIGHTS_HOME's cache has no entry).
+    dataset = to_fiftyone(table, name="t-embed", audit=out / "audit.parquet", embeddings="dreamsim")
+    assert len(dataset.select_group_slices().values("dreamsim_dino_vitb16_embedding")[0]) == 128
 
 
 def test_importing_nights_does_not_import_fiftyone():

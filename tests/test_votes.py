@@ -17,6 +17,7 @@ import pytest
 
 import nights.splits
 from nights import NightsError, load_nights
+from nights.errors import ArgumentError, OutputExistsError
 from nights.schema import DATA_CSV_COLUMNS
 from nights.splits import write_split
 from nights.votes import agreement_stats, filter_votes
@@ -55,7 +56,7 @@ def test_agreement_stats_groupings(every_row, sample_home):
     assert by_split["triplets"].to_dict() == frame["split"].value_counts().to_dict()
     assert (by_split["unanimous"] == 1.0).all()
     assert agreement_stats(every_row, by="prompt")["triplets"].sum() == len(frame)
-    with pytest.raises(ValueError, match="by must be one of"):
+    with pytest.raises(ArgumentError, match="by must be one of"):
         agreement_stats(every_row, by="colour")
 
 
@@ -88,7 +89,7 @@ def test_ids_from_a_file(every_row, tmp_path):
     path.write_text("12\ntwelve\n")
     with pytest.raises(NightsError, match=r"ids.txt: line 2: 'twelve' is not a triplet id"):
         filter_votes(every_row, ids=path)
-    with pytest.raises(ValueError, match="min_agreement"):
+    with pytest.raises(ArgumentError, match="min_agreement"):
         filter_votes(every_row, min_agreement=1.5)
 
 
@@ -152,7 +153,7 @@ def test_parquet_reads_back_with_images_embedded(every_row, sample_home, tmp_pat
 def test_existing_output_is_kept_unless_overwrite(every_row, tmp_path):
     out = write_split(filter_votes(every_row, ids=every_row["id"][:2]), tmp_path / "o")
     before = (out / "data.csv").read_text()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputExistsError):  # a NightsError, and a FileExistsError
         write_split(every_row, out)
     assert (out / "data.csv").read_text() == before
     write_split(filter_votes(every_row, ids=every_row["id"][:5]), out, overwrite=True)
@@ -182,7 +183,7 @@ def test_interrupted_write_leaves_nothing_that_looks_complete(every_row, tmp_pat
 
 
 def test_write_split_rejects_bad_requests(every_row, tmp_path):
-    with pytest.raises(ValueError, match="format must be"):
+    with pytest.raises(ArgumentError, match="format must be"):
         write_split(every_row, tmp_path / "x", format="zip")
     with pytest.raises(NightsError, match="no rows"):
         write_split(filter_votes(every_row, ids=[-1]), tmp_path / "x")

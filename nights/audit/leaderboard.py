@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..errors import ArgumentError
 from .stats import paired_bootstrap
 
 LEVEL = 0.95
@@ -163,7 +164,7 @@ def build_leaderboard(
         ValueError: the audit has no votes: there is nothing to rank by.
     """
     if "two_afc" not in audit:
-        raise ValueError("a leaderboard needs the human votes, and this table has none")
+        raise ArgumentError("a leaderboard needs the human votes, and this table has none")
     rows = []
     for name, entry in summary["metrics"].items():
         cost, overall = costs[name], entry["overall"]

@@ -182,7 +182,13 @@ def run_audit(
             fidelity = fidelity_on_sets(metric, fidelity_on, cache=cache, **options)
             if fidelity:
                 entry["fidelity"] = fidelity
-        summary["source"] = {**rows, "root": str(root), "limit": limit, "processes": world}
+        summary["source"] = {
+            **rows,
+            "root": str(root),
+            "limit": limit,
+            "processes": world,
+            "cache": str(cache.path),
+        }
         board = build_leaderboard(audit, summary, costs, seed=seed) if leaderboard else None
         # The report's thumbnails come from the original images when a table holds them.
         paths = write_outputs(

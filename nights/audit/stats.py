@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentError, MetricError
 from ..votes import votes_frame
 
 LABEL_NOISE_MARGIN = 1.0  # in standard deviations of the metric's margins
@@ -102,7 +103,7 @@ def paired_bootstrap(
     """
     a, b = (np.asarray(x, dtype=np.float64) for x in (scores_a, scores_b))
     if a.shape != b.shape:
-        raise ValueError(f"paired scores need the same triplets: {len(a)} and {len(b)} values")
+        raise ArgumentError(f"paired scores need the same triplets: {len(a)} and {len(b)} values")
     if len(a) == 0:
         return {
             "difference": math.nan,
@@ -299,7 +300,7 @@ def iter_label_noise_ids(
     metric = metric or audit["metric"].iloc[0]
     part = audit[audit["metric"] == metric]
     if part.empty:
-        raise ValueError(
+        raise MetricError(
             f"{audit_path} has no metric {metric!r} (it has {', '.join(audit['metric'].unique())})"
         )
     flagged = part[~part["agree"].astype(bool) & (part["normalized_margin"] > max_margin)]

@@ -4,7 +4,8 @@ Commands come in groups, one module each, found through the ``nights.commands`` 
 group, so that ``nights`` knows no group by name: :mod:`nights.cli.table` (``sample``,
 ``info``, ``stats``, ``build``, ``verify``), :mod:`nights.cli.splits` (``filter``),
 :mod:`nights.cli.download`, :mod:`nights.cli.audit`, :mod:`nights.cli.fiftyone` (``app``,
-``export-fiftyone``) and, from the ``annotation`` package, ``annotate`` (:mod:`annotation.cli`).
+``export-fiftyone``), :mod:`nights.cli.publish` (``publish``) and, from the ``annotation``
+package, ``annotate`` (:mod:`annotation.cli`).
 
 Adding a group, e.g. ``nights train``:
 

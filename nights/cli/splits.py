@@ -110,7 +110,7 @@ def _filter(args) -> int:
         )
         table = filter_votes(table, exclude_ids=flagged)
         print(
-            f"excluded {len(flagged)} triplet(s) the audit finds mislabelled "
+            f"excluded {len(flagged)} triplet(s) where the audit disagrees with the humans "
             f"(disagreement margin > {args.max_margin} sd)"
         )
     if args.dry_run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ArgumentError, MetricError
 from .base import EmbeddingMetric, PairMetric
 
 PAIR_METRICS = ("psnr", "ssim", "ms_ssim")
@@ -32,7 +33,7 @@ class ImageQualityMetric(PairMetric):
         if self.name == "ssim":
             return 1 - structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
         if min(a.shape[-2:]) <= 160:
-            raise ValueError(f"ms_ssim needs images larger than 160 px, not {tuple(a.shape[-2:])}")
+            raise MetricError(f"ms_ssim needs images larger than 160 px, not {tuple(a.shape[-2:])}")
         return 1 - multiscale_structural_similarity_index_measure(
             a, b, data_range=1.0, reduction="none"
         )
@@ -89,16 +90,17 @@ def load_dreamsim(
 
     Raises:
         DreamSimError: the weights are missing, or the precision cannot run there.
-        ValueError: an unknown backend or precision, or ``dtype`` and ``precision`` disagree.
+        ArgumentError: an unknown backend, or a precision it cannot run.
+        ValueError: an unknown precision, or ``dtype`` and ``precision`` disagree (dreamsim's).
     """
     from dreamsim import dreamsim, onnxruntime_model, with_precision
     from dreamsim.precision import resolve_precision
 
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        raise ArgumentError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     precision = resolve_precision(dtype, precision)
     if backend == "onnxruntime" and precision not in ("fp32", "int8"):
-        raise ValueError(f"the onnxruntime backend runs fp32 or int8, not {precision}")
+        raise ArgumentError(f"the onnxruntime backend runs fp32 or int8, not {precision}")
     exact, _ = dreamsim(
         pretrained=family == "dreamsim",
         device="cpu" if backend == "onnxruntime" else device,
