@@ -116,6 +116,21 @@ def resized_pixels(source: str | os.PathLike | bytes, size: int) -> np.ndarray:
         raise ImageError(where, _problem(error)) from None
 
 
+def channels_first(pixels: np.ndarray):
+    """A contiguous uint8 torch tensor ``[..., 3, H, W]`` of ``[..., H, W, 3]`` pixels (or of
+    a PIL image): torch stacks contiguous images ~20x faster than permuted views of them
+    (~25 ms against ~540 ms for a batch of 32 at 224 px here).
+
+    Example::
+
+        >>> channels_first(np.zeros((2, 4, 5, 3), dtype=np.uint8)).shape
+        torch.Size([2, 3, 4, 5])
+    """
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(pixels), -1, -3)))
+
+
 def encode_png(image: Image.Image) -> bytes:
     """Lossless, stored without compression: a 224 px image decodes in ~0.6 ms instead of
     ~1.5 ms at zlib level 1, for ~45% more bytes (the pre-resized copy exists for speed)."""

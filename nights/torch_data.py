@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from . import pixels
-from .images import open_rgb, resize_like_dreamsim
+from .images import channels_first, open_rgb, resize_like_dreamsim
 
 _COLUMNS = ("ref", "left", "right", "right_vote", "id")
 _IMAGES = ("ref", "left", "right")
@@ -32,7 +32,7 @@ _IMAGES = ("ref", "left", "right")
 
 def _to_tensor(storage: dict, size: int) -> torch.Tensor:
     image = resize_like_dreamsim(open_rgb(storage["bytes"] or storage["path"]), size)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    return channels_first(image)
 
 
 def _pixel_tensors(column, name: str, ids: list, size: int) -> list[torch.Tensor]:
@@ -41,9 +41,7 @@ def _pixel_tensors(column, name: str, ids: list, size: int) -> list[torch.Tensor
     batch = pixels.to_numpy(column, name, ids)
     if batch.shape[1] != size:
         batch = np.stack([resize_like_dreamsim(Image.fromarray(image), size) for image in batch])
-    elif not batch.flags.writeable:  # a view of the memory-mapped file: torch wants its own
-        batch = batch.copy()
-    return list(torch.from_numpy(batch).permute(0, 3, 1, 2))
+    return list(channels_first(batch))  # one copy, of a view of the memory-mapped file
 
 
 class TripletDataset(torch.utils.data.Dataset):

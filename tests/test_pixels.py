@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import nights.audit.scoring
 import nights.images
 import nights.table
 import nights.torch_data
@@ -167,6 +168,14 @@ def test_to_torch_resizes_pixels_only_to_another_size(tables):
     ours = next(iter(nights.torch_data.to_torch(raw, batch_size=4, image_size=16)))
     theirs = next(iter(nights.torch_data.to_torch(png, batch_size=4, image_size=16)))
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_images_leave_the_dataset_contiguous_so_batches_stack_fast(tables):
+    for table in tables:
+        item = nights.torch_data.TripletDataset(table, 24).__getitems__([5])[0]
+        assert all(image.shape == (3, 24, 24) and image.is_contiguous() for image in item[:3])
+    images = nights.audit.scoring.TableImages(tables[1], progress=False)
+    assert images.tensor(images.keys["left"][3], None).is_contiguous()
 
 
 def test_shuffled_rows_and_selections_gather_the_right_images(tables):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetNotFoundError
-from ..images import resized_pixels
+from ..images import channels_first, resized_pixels
 from ..score_cache import ScoreCache
 from ..synthetic import ensure_sample
 from ..table import load_nights, resolve_source
@@ -68,13 +68,11 @@ def _demo_triplets(folder: Path) -> list[tuple[Path, Path, Path]]:
 
 
 def _folder_distances(metric, folder: Path):
-    import torch
 
     columns = zip(*_demo_triplets(folder))
     ref, left, right = (
         metric.embed(
-            torch.from_numpy(np.stack([resized_pixels(p, metric.input_size) for p in paths]))
-            .permute(0, 3, 1, 2)
+            channels_first(np.stack([resized_pixels(p, metric.input_size) for p in paths]))
             .float()
             .div_(255)
         )

@@ -34,7 +34,7 @@ from PIL import Image
 from .. import pixels
 from .._progress import progress_bar
 from ..errors import ImageError, IntegrityError, NightsError
-from ..images import open_rgb, resize_like_dreamsim
+from ..images import channels_first, open_rgb, resize_like_dreamsim
 from ..metrics import EmbeddingMetric, Metric, PairMetric, as_metric, batch_size_for
 from ..schema import IMAGE_COLUMNS
 from ..score_cache import ScoreCache, content_key
@@ -181,7 +181,6 @@ class TableImages:
         Raises:
             IntegrityError: the image cannot be read; the file and a triplet using it named.
         """
-        import torch
 
         storage = self.storage(key)
         if isinstance(storage, np.ndarray):
@@ -190,7 +189,7 @@ class TableImages:
                 if size in (None, storage.shape[0])
                 else np.asarray(resize_like_dreamsim(Image.fromarray(storage), size))
             )
-            return torch.from_numpy(image.copy()).permute(2, 0, 1)
+            return channels_first(image)
         try:
             image = open_rgb(storage["bytes"] or storage["path"], storage["path"])
         except ImageError as error:
@@ -202,7 +201,7 @@ class TableImages:
             ) from None
         if size:
             image = resize_like_dreamsim(image, size)
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        return channels_first(image)
 
 
 def _loader(items: list, fetch, batch_size: int, num_workers: int):
