@@ -391,3 +391,18 @@ def test_a_truncated_pixel_shard_is_named_in_one_line(tables, cut):
         message = str(error.value)
         assert "\n" not in message and message.startswith(f"{path}: not a readable table shard")
         assert message.endswith("`nights build --rebuild`)")
+
+
+def test_the_audit_scores_and_reports_a_pixel_table_as_its_png_copy(tables, tmp_path):
+    from nights.audit import audit_frame, score_table, summarize, write_report
+
+    raw = tables[1]
+    scores = [
+        score_table(table, ["psnr"], cache=tmp_path / f"{n}.sqlite", progress=False)
+        for n, table in enumerate(tables)
+    ]
+    pd.testing.assert_frame_equal(scores[0], scores[1])
+    audit = audit_frame(scores[1], raw)
+    write_report(tmp_path / "report.html", audit, summarize(audit), raw)
+    thumbnails = (tmp_path / "report.html").read_text().count("data:image/jpeg;base64")
+    assert thumbnails == 3 * min(24, int((~audit["agree"]).sum())) > 0
