@@ -263,10 +263,19 @@ def _sizes(state: dict, where: str) -> tuple[int, int, int, int]:
     try:
         cls, table = state["cls_token"], state["pos_embed"]
         weight = state["patch_embed.proj.weight"]
-        depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
         hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
     except (KeyError, ValueError, IndexError) as error:
         raise CheckpointError(f"{where}: not a ViT state dict (missing {error})") from None
+    depth = len(blocks)
+    # The depth is counted, not read from the largest index: one key named blocks.99999999
+    # would otherwise build a ViT of 10^8 blocks and exhaust the memory.
+    if blocks != set(range(depth)):
+        gaps = sorted(set(range(max(blocks) + 1)) - blocks)[:5] if max(blocks) < 10**6 else []
+        raise CheckpointError(
+            f"{where}: not a ViT state dict (its blocks are not numbered 0 to {depth - 1}: "
+            f"largest {max(blocks)}, missing {gaps})"
+        )
     dim = cls.shape[-1] if cls.dim() else 0
     grid = math.isqrt(max(0, table.shape[1] - 1)) if table.dim() == 3 else 0
     fits = (
@@ -304,7 +313,9 @@ def build_vit(
     state = dict(state)
     dim, patch, depth, hidden = _sizes(state, where)
     if image_size % patch:
-        raise ValueError(f"image_size {image_size} is not a multiple of the patch size {patch}")
+        raise CheckpointError(
+            f"{where}: the image size {image_size} is not a multiple of its patch size {patch}"
+        )
     eps, act, pre_norm = _ARCHITECTURES[kind]
     grid = image_size // patch
     vit = VisionTransformer(

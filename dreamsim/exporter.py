@@ -91,7 +91,10 @@ def _metadata(model: DreamSim, precision: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _atomic_target(path: Path):
-    """A temporary path beside ``path``, renamed onto it when the block succeeds."""
+    """A temporary path beside ``path``, renamed onto it when the block succeeds; the file gets
+    the permissions of a file created plainly (mkstemp's are the owner's alone)."""
+    if not path.name or path.is_dir():
+        raise DreamSimError(f"cannot write {path}: it is a folder; name the file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -102,7 +105,14 @@ def _atomic_target(path: Path):
         ) from None
     try:
         yield Path(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
+    except DreamSimError:
+        raise
+    except OSError as error:  # a full disk, a folder created at path meanwhile
+        raise DreamSimError(f"cannot write {path} ({error.strerror or error})") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

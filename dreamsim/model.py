@@ -386,6 +386,11 @@ def _read_merged(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             f"{path}: not a merged DreamSim file (no dreamsim_format={MERGED_FORMAT} metadata); "
             f"write one with dreamsim.export(model, path, format='safetensors')"
         )
+    for key, tensor in tensors.items():  # export writes finite float32 tensors only
+        if tensor.dtype != torch.float32:
+            raise CheckpointError(f"{path}: tensor {key} is {tensor.dtype}, not torch.float32")
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values")
     return metadata, tensors
 
 
@@ -435,6 +440,11 @@ def load_merged(
         }
         proj = tensors.get(prefix + "proj")
         vit = build_vit(state, backbone.kind, size, str(path), backbone.head_dim)
+        width = vit.cls_token.shape[-1]
+        if proj is not None and proj.numel() and (proj.dim() != 2 or proj.shape[0] != width):
+            raise CheckpointError(
+                f"{path}: {prefix}proj has shape {list(proj.shape)}, not [{width}, D]"
+            )
         branches.append(Branch(backbone, vit, proj if proj is not None and proj.numel() else None))
     if normalize_embeds is None:
         normalize_embeds = metadata.get("dreamsim_normalize_embeds") == "true"

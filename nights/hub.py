@@ -103,14 +103,16 @@ def parse_hub_id(text: str) -> HubId:
 
 def read_card_configs(folder: Path) -> dict[str, dict]:
     """The ``configs:`` of a dataset card, by name (empty when the card declares none)."""
+    import yaml
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCard
 
     try:
         card = DatasetCard.load(folder / CARD)
         return dict(MetadataConfigs.from_dataset_card_data(card.data))
-    except (ValueError, TypeError, OSError) as error:
-        raise NightsError(f"{folder / CARD}: the YAML header cannot be read ({error})") from None
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())
+        raise NightsError(f"{folder / CARD}: the YAML header cannot be read ({reason})") from None
 
 
 def _hub_text(root: str | os.PathLike) -> str | None:
@@ -222,6 +224,12 @@ class _HubReader:
         }
         if not any(files.values()):
             raise DatasetNotFoundError(f"{folder}: config {config!r} matches no data file")
+        for path in (p for paths in files.values() for p in paths):
+            if not Path(os.path.normpath(path)).is_relative_to(folder):
+                raise NightsError(
+                    f"{folder / CARD}: config {config!r} names the data file {path}, outside "
+                    "the folder; a Hub folder's data_files lie inside it"
+                )
         digest = hashlib.sha256(f"{_MATERIALIZED_VERSION}\0{config}".encode())
         for path in sorted(p for paths in files.values() for p in paths):
             digest.update(f"{path.relative_to(folder)}\0{path.stat().st_size}\0".encode())
@@ -386,7 +394,7 @@ def _checked_image(reader, row: dict, column: str, storage, written) -> tuple | 
     except ValueError as reason:
         raise NightsError(f"{where}: path {relative!r} {reason}") from None
     data = storage.get("bytes") if isinstance(storage, dict) else None
-    if not data:
+    if not data or not isinstance(data, bytes):
         raise IntegrityError(f"{where}: no image bytes for {relative}")
     digest = hashlib.sha256(data).hexdigest()
     if relative in written:

@@ -71,11 +71,17 @@ class Leaderboard:
                 "",
                 "peak MB: " + _memory_note(self.metrics),
                 "",
-                f"Paired bootstrap ({self.rounds:,} rounds, seed {self.seed}; the same resampled "
-                "triplets for both metrics of a row):",
-                "",
-                _markdown(self.pair_table(), text_columns=2),
+                self._pairs_markdown(),
             ]
+        )
+
+    def _pairs_markdown(self) -> str:
+        pairs = self.pair_table()
+        if pairs.empty:  # a header with no rows reads as a table that lost its rows
+            return "Paired bootstrap: one metric, no pair to compare."
+        return (
+            f"Paired bootstrap ({self.rounds:,} rounds, seed {self.seed}; the same resampled "
+            "triplets for both metrics of a row):\n\n" + _markdown(pairs, text_columns=2)
         )
 
 

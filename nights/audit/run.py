@@ -8,12 +8,13 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ..errors import DatasetNotFoundError, MetricError
+from ..errors import DatasetNotFoundError, MetricError, NightsError
 from ..metrics import Metric, as_metric, default_metric_names
 from ..score_cache import ScoreCache
 from ..table import load_jnd, load_nights, release_or_sample, resolve_source
@@ -137,6 +138,7 @@ def run_audit(
         >>> 0.5 < result.summary["metrics"]["psnr"]["overall"]["two_afc"] <= 1
         True
     """
+    _check_options(limit, seed, device)
     with _processes() as (rank, world):
         progress = False if rank else progress
         root = release_or_sample(root)
@@ -197,6 +199,26 @@ def run_audit(
         if world > 1:
             _barrier()  # the other ranks read the outputs back
         return AuditResult(summary, audit, paths, leaderboard=board)
+
+
+def _check_options(limit, seed, device) -> None:
+    """Options checked before anything is loaded: a limit of 0 meant the whole table, -1 an
+    error about concatenation, a bad device a traceback from the first model moved to it."""
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, Integral) or limit < 1
+    ):
+        raise NightsError(f"limit must be a positive number of triplets, not {limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise NightsError(f"seed must be a non-negative integer, not {seed!r}")
+    if device is not None:
+        import torch
+
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise MetricError(
+                f"device {device!r} is not a device (cpu, cuda, cuda:1, mps)"
+            ) from None
 
 
 def _distinct_names(metrics: list[Metric]) -> list[Metric]:

@@ -24,7 +24,7 @@ Example::
     >>> from nights.metrics import get_metric
     >>> psnr = get_metric("psnr")
     >>> psnr.name, psnr.cache_id, psnr.input_size, psnr.device
-    ('psnr', 'psnr-v1', None, None)
+    ('psnr', 'psnr-v2', None, None)
 """
 
 from .base import EmbeddingMetric, Metric, PairMetric, batch_size_for

@@ -12,9 +12,61 @@ at its own resolution). Distances: higher means more different.
 
 from __future__ import annotations
 
+import functools
 import logging
 
+from ..errors import MetricError
+
 logger = logging.getLogger(__name__)
+
+
+def checked_output(result, metric, what: str, rows: int, dims: int, dtype):
+    """What a metric computed, as a CPU tensor of ``dtype``, once sure it has ``rows`` rows,
+    ``dims`` dimensions and only finite real numbers: a wrong shape, NaN, an infinity or a
+    complex number would otherwise reach the cache and the statistics as a silently wrong score.
+
+    Raises:
+        MetricError: naming the metric and what it returned, in one line.
+    """
+    import torch
+
+    name = getattr(metric, "name", type(metric).__name__)
+    try:
+        tensor = torch.as_tensor(result)
+    except (TypeError, ValueError, RuntimeError):
+        raise MetricError(f"metric {name!r} returned {type(result).__name__}, not {what}") from None
+    if tensor.dim() != dims or len(tensor) != rows or (rows and not tensor.numel()):
+        raise MetricError(
+            f"metric {name!r} returned shape {list(tensor.shape)} for a batch of {rows}, not {what}"
+        )
+    if tensor.is_complex():
+        raise MetricError(f"metric {name!r} returned complex {what}, not real numbers")
+    tensor = tensor.detach().cpu().to(dtype)
+    bad = ~torch.isfinite(tensor)
+    if bad.any():
+        rows_bad = bad.reshape(len(tensor), -1).any(dim=1)
+        raise MetricError(
+            f"metric {name!r} returned NaN or infinite {what} for {int(rows_bad.sum())} of "
+            f"{rows} (first at position {int(rows_bad.nonzero()[0])} of the batch)"
+        )
+    return tensor
+
+
+def check_declared(name, input_size, cache_id) -> None:
+    """A metric's name (one printable line), input size and cache id (None: to be derived),
+    as the audit uses them.
+
+    Raises:
+        MetricError: naming the metric and what is wrong.
+    """
+    if not isinstance(name, str) or not name.strip() or not name.isprintable():
+        raise MetricError(f"a metric needs a name (a non-empty line of text), not {name!r}")
+    if input_size is not None and (
+        isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
+    ):
+        raise MetricError(f"metric {name!r}: input_size must be a positive int or None")
+    if cache_id is not None and (not isinstance(cache_id, str) or not cache_id):
+        raise MetricError(f"metric {name!r}: cache_id must be a non-empty string")
 
 
 class Metric:
@@ -33,6 +85,26 @@ class Metric:
     cache_id: str
     input_size: int | None = None
     device = None
+
+    def __init_subclass__(cls, **kwargs):
+        """Every ``distances`` a subclass defines is checked on the way out (shape, finite
+        real numbers): the audit stores and ranks whatever it returns."""
+        super().__init_subclass__(**kwargs)
+        if "distances" in vars(cls):
+            cls.distances = _checked_distances(cls.distances)
+
+
+def _checked_distances(distances):
+    @functools.wraps(distances)
+    def checked(self, first, second):
+        import torch
+
+        result = distances(self, first, second)
+        return checked_output(
+            result, self, "[B] distances", len(first), dims=1, dtype=torch.float64
+        )
+
+    return checked
 
 
 class PairMetric(Metric):
@@ -97,9 +169,14 @@ class EmbeddingMetric(Metric):
             try:
                 with torch.inference_mode():
                     parts = [
-                        self.embed_batch(chunk.to(self.device or "cpu", non_blocking=True))
-                        .float()
-                        .cpu()
+                        checked_output(
+                            self.embed_batch(chunk.to(self.device or "cpu", non_blocking=True)),
+                            self,
+                            "[B, D] embeddings",
+                            len(chunk),
+                            dims=2,
+                            dtype=torch.float32,
+                        )
                         for chunk in images.split(max(size, 1))
                     ]
                 return torch.cat(parts)

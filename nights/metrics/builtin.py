@@ -9,6 +9,12 @@ from ..errors import ArgumentError, MetricError
 from .base import EmbeddingMetric, PairMetric
 
 PAIR_METRICS = ("psnr", "ssim", "ms_ssim")
+# PSNR of identical images is infinite; capped here, far above that of any two 8-bit images
+# that differ (under 130 dB up to 4096 px square), so that a distortion equal to its reference ranks
+# closest instead of making the statistics NaN.
+PSNR_CAP_DB = 200.0
+# The version in each metric's cache id: psnr's changed with the cap (a cache may hold -inf).
+VERSIONS = {"psnr": 2, "ssim": 1, "ms_ssim": 1}
 
 
 @dataclass
@@ -19,7 +25,7 @@ class ImageQualityMetric(PairMetric):
 
     @property
     def cache_id(self) -> str:
-        return f"{self.name}-v1"
+        return f"{self.name}-v{VERSIONS[self.name]}"
 
     def distances(self, a, b):
         from torchmetrics.functional.image import (
@@ -29,7 +35,8 @@ class ImageQualityMetric(PairMetric):
         )
 
         if self.name == "psnr":
-            return -peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            return -psnr.clamp(max=PSNR_CAP_DB)
         if self.name == "ssim":
             return 1 - structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
         if min(a.shape[-2:]) <= 160:

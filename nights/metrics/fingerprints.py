@@ -13,15 +13,17 @@ of the old one behind instead of reusing them. What goes in, value by value:
   its module, qualified name and the ``__version__`` of its top-level package, not its code;
 * a bound method: its function and the object it is bound to; a ``functools.partial``: its
   function, arguments and keywords;
-* a class of the home module: its qualified name and the code of its methods;
+* a class of the home module: its qualified name, the code of its methods, the values of its
+  other class attributes, and its base classes (by these same rules);
 * a ``torch.nn.Module``: the classes of it and its submodules (as above), their public
   attributes (``training`` included), its ``repr`` (layers and settings), and every tensor of
   its ``state_dict``: name, dtype, shape and bytes;
 * a tensor or NumPy array: dtype, shape and bytes;
 * None, booleans, numbers, strings and bytes: their value; tuples, lists, dicts and sets: their
   items; a module (``torch``): its name and version;
-* any other object: its class and its attributes (``__dict__``), or its ``repr`` when it has
-  no attributes and the ``repr`` names no memory address; else no fingerprint can be taken
+* any other object: its class and its attributes (``__dict__`` and ``__slots__``), or its
+  ``repr`` when it has no attributes and the ``repr`` names no memory address; else no
+  fingerprint can be taken
   (:class:`~nights.errors.MetricError`: give the metric a cache id).
 
 Left out: files and data the function reads at run time, and the code of other modules (their
@@ -81,6 +83,24 @@ def _names_used(code: types.CodeType) -> set[str]:
     return names
 
 
+def _slot_names(cls: type) -> list[str]:
+    """The ``__slots__`` names of a class and its bases."""
+    names = []
+    for klass in cls.__mro__:
+        slots = vars(klass).get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else list(slots)
+    return [name for name in names if name not in ("__dict__", "__weakref__")]
+
+
+def _attributes(value) -> dict:
+    """An object's attributes: its ``__dict__`` and the ``__slots__`` it has set."""
+    attributes = dict(getattr(value, "__dict__", {}))
+    for name in _slot_names(type(value)):
+        if hasattr(value, name):
+            attributes[f"slot {name}"] = getattr(value, name)
+    return attributes
+
+
 class _Fingerprint:
     def __init__(self, home: str | None):
         self.home = home
@@ -138,11 +158,13 @@ class _Fingerprint:
             self.add((value.func, value.args, value.keywords))
         elif isinstance(value, type):
             self._class(value)
-        elif isinstance(value, types.BuiltinFunctionType) or not hasattr(value, "__dict__"):
+        elif isinstance(value, types.BuiltinFunctionType) or not (
+            hasattr(value, "__dict__") or _slot_names(type(value))
+        ):
             self._opaque(value)
         else:
             self._class(type(value))
-            self.add(vars(value))
+            self.add(_attributes(value))
 
     def _reference(self, value) -> None:
         module = getattr(value, "__module__", None)
@@ -196,6 +218,12 @@ class _Fingerprint:
                 functions = (member.fget, member.fset) if isinstance(member, property) else ()
                 for function in functions or (getattr(member, "__func__", member),):
                     self.add(function)
+            elif not (name.startswith("__") and name.endswith("__")):
+                self.write("class attribute", name)
+                self.add(member)
+        self.write("bases")
+        for base in cls.__bases__:
+            self.add(base)
 
     def _tensor(self, tensor) -> None:
         import torch

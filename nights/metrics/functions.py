@@ -18,7 +18,7 @@ import functools
 import sys
 
 from ..errors import MetricError
-from .base import EmbeddingMetric, PairMetric
+from .base import EmbeddingMetric, PairMetric, check_declared
 from .fingerprints import fingerprint
 
 
@@ -57,34 +57,9 @@ def derived_cache_id(name: str, kind: str, function, input_size: int | None) -> 
 
 
 def _check(function, name, input_size, cache_id) -> None:
-    if not isinstance(name, str) or not name.strip():
-        raise MetricError(f"a metric needs a name (a non-empty string), not {name!r}")
+    check_declared(name, input_size, cache_id)
     if not callable(function):
         raise MetricError(f"metric {name!r}: {type(function).__name__} is not a function")
-    if input_size is not None and (
-        isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
-    ):
-        raise MetricError(f"metric {name!r}: input_size must be a positive int or None")
-    if cache_id is not None and (not isinstance(cache_id, str) or not cache_id):
-        raise MetricError(f"metric {name!r}: cache_id must be a non-empty string")
-
-
-def _returned(result, name: str, shape: str, rows: int, dims: int):
-    """A function's result as a CPU tensor, once sure it has ``rows`` rows and ``dims`` dims."""
-    import torch
-
-    try:
-        tensor = torch.as_tensor(result)
-    except (TypeError, ValueError, RuntimeError):
-        raise MetricError(
-            f"metric {name!r}: its function returned {type(result).__name__}, not {shape}"
-        ) from None
-    if tensor.dim() != dims or len(tensor) != rows:
-        raise MetricError(
-            f"metric {name!r}: its function returned shape {list(tensor.shape)} for {rows} "
-            f"images, not {shape}"
-        )
-    return tensor.detach().cpu()
 
 
 class FunctionPairMetric(PairMetric):
@@ -101,9 +76,7 @@ class FunctionPairMetric(PairMetric):
 
         with torch.inference_mode():
             device = self.device or "cpu"
-            result = self.function(a.to(device), b.to(device))
-            distances = _returned(result, self.name, "[B] distances", len(a), dims=1)
-        return distances.double()
+            return self.function(a.to(device), b.to(device))
 
     def __repr__(self) -> str:
         return f"pair_metric({self.name!r}, cache_id={self.cache_id!r})"
@@ -119,8 +92,7 @@ class FunctionEmbeddingMetric(EmbeddingMetric):
         self.cache_id = cache_id or derived_cache_id(name, "embedding", function, input_size)
 
     def embed_batch(self, images):
-        result = self.function(images)
-        return _returned(result, self.name, "[B, D] embeddings", len(images), dims=2)
+        return self.function(images)
 
     def __repr__(self) -> str:
         return f"embedding_metric({self.name!r}, cache_id={self.cache_id!r})"

@@ -32,6 +32,8 @@ the Hub share cached scores; other weights do not.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import math
 import os
 from pathlib import Path
 
@@ -40,6 +42,9 @@ from .base import EmbeddingMetric
 from .fingerprints import fingerprint
 
 POOLINGS = ("pooled", "cls", "mean")
+# The largest input side taken from a processor: a hostile one asking for a million pixels
+# would have every image resized to terabytes.
+MAX_INPUT_SIZE = 4096
 
 
 def _side(size, key: str):
@@ -53,12 +58,61 @@ def processor_input_size(processor, name: str) -> int:
     size = processor.crop_size if crops else processor.size
     height, width = _side(size, "height"), _side(size, "width")
     if height and height == width:
-        return int(height)
-    if not height and _side(size, "shortest_edge"):
-        return int(_side(size, "shortest_edge"))
-    raise MetricError(
-        f"{name}: its image processor makes {height}x{width} images; NIGHTS' images are square"
+        side = height
+    elif not height and _side(size, "shortest_edge"):
+        side = _side(size, "shortest_edge")
+    else:
+        raise MetricError(
+            f"{name}: its image processor makes {height}x{width} images; NIGHTS' images are square"
+        )
+    if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_INPUT_SIZE:
+        raise MetricError(
+            f"{name}: its image processor's size {side!r} is not a side in pixels (1 to "
+            f"{MAX_INPUT_SIZE}); fix preprocessor_config.json"
+        )
+    return side
+
+
+def _normalisation(processor, name: str):
+    """``(scale, mean, std)`` of the processor's rescaling and normalisation, once sure they
+    are finite numbers for 1 or 3 channels and no standard deviation is 0."""
+    import torch
+
+    try:
+        scale = 255 * float(processor.rescale_factor) if processor.do_rescale else 255.0
+        mean, std = (
+            (processor.image_mean, processor.image_std) if processor.do_normalize else (0.0, 1.0)
+        )
+        mean, std = (torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (mean, std))
+    except (AttributeError, TypeError, ValueError, RuntimeError) as error:
+        raise MetricError(
+            f"{name}: its image processor's rescale_factor, image_mean or image_std is not a "
+            f"number ({' '.join(str(error).split())[:200]}); fix preprocessor_config.json"
+        ) from None
+    usable = (
+        math.isfinite(scale)
+        and scale > 0
+        and all(len(v) in (1, 3) and torch.isfinite(v).all() for v in (mean, std))
+        and (std != 0).all()
     )
+    if not usable:
+        raise MetricError(
+            f"{name}: its image processor's rescale_factor {scale / 255!r}, image_mean "
+            f"{mean.tolist()} or image_std {std.tolist()} cannot normalise RGB images (1 or 3 "
+            "finite values, no std of 0); fix preprocessor_config.json"
+        )
+    channels = (1, -1, 1, 1)
+    return scale, mean.reshape(channels), std.reshape(channels)
+
+
+def _check_vision(model, name: str) -> None:
+    """A model that takes no ``pixel_values`` (a text model) fails only once images reach it."""
+    encode = getattr(model, "get_image_features", None) or model.forward
+    if "pixel_values" not in inspect.signature(encode).parameters:
+        raise MetricError(
+            f"{name}: {type(model).__name__} is not a vision model (it takes no "
+            "pixel_values); give an image model (DINOv2, CLIP, SigLIP, ViT ...)"
+        )
 
 
 class HuggingFaceMetric(EmbeddingMetric):
@@ -66,20 +120,13 @@ class HuggingFaceMetric(EmbeddingMetric):
     :mod:`nights.metrics.huggingface` for the preprocessing and the cache id)."""
 
     def __init__(self, model, processor, *, name: str, pooling: str = "pooled"):
-        import torch
 
         if pooling not in POOLINGS:
             raise MetricError(f"{name}: pooling must be one of {', '.join(POOLINGS)}")
+        _check_vision(model, name)
         self.model, self.name, self.pooling = model.eval(), name, pooling
         self.input_size = processor_input_size(processor, name)
-        scale = 255 * processor.rescale_factor if processor.do_rescale else 255.0
-        mean, std = (
-            (processor.image_mean, processor.image_std) if processor.do_normalize else (0.0, 1.0)
-        )
-        channels = (1, -1, 1, 1)
-        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(channels)
-        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(channels)
-        self.scale = float(scale)
+        self.scale, self.mean, self.std = _normalisation(processor, name)
         config = {
             key: value
             for key, value in model.config.to_dict().items()
@@ -117,6 +164,16 @@ class HuggingFaceMetric(EmbeddingMetric):
         return tokens[:, 0] if self.pooling == "cls" else tokens.mean(dim=1)
 
 
+def _folder(source: str) -> Path | None:
+    """``source`` as a folder (``~`` expanded), or None when it is not one (a name too long
+    for the file system included)."""
+    try:
+        folder = Path(source).expanduser()
+        return folder if folder.is_dir() else None
+    except (OSError, RuntimeError):  # ENAMETOOLONG; RuntimeError: ~user of no such user
+        return None
+
+
 @contextlib.contextmanager
 def _no_progress_bars():
     """transformers shows a bar while it loads weights; the audit shows its own."""
@@ -139,7 +196,10 @@ def load_hf_metric(source: str, pooling: str = "pooled", device=None) -> Hugging
             be loaded (not in the cache while offline, no image processor, ...), in one line.
     """
     name = f"hf:{source}:{pooling}"
-    if not Path(source).expanduser().is_dir():
+    folder = _folder(source)
+    if folder is not None:
+        source = str(folder)
+    else:
         from huggingface_hub.utils import HFValidationError, validate_repo_id
 
         try:
@@ -166,7 +226,7 @@ def load_hf_metric(source: str, pooling: str = "pooled", device=None) -> Hugging
         hint = (
             "; HF_HUB_OFFLINE is set: fetch it where there is a network (`hf download "
             f"{source}`) or give a folder written by save_pretrained"
-            if where["local_files_only"] and not Path(source).expanduser().is_dir()
+            if where["local_files_only"] and folder is None
             else ""
         )
         raise MetricError(f"{name}: cannot load the model ({reason}){hint}") from None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from ..errors import MetricError
-from .base import EmbeddingMetric, Metric, PairMetric
+from .base import EmbeddingMetric, Metric, PairMetric, check_declared
 from .builtin import PAIR_METRICS, ImageQualityMetric, load_dreamsim
 from .huggingface import POOLINGS, load_hf_metric
 
@@ -222,8 +222,15 @@ def as_metric(
             it needs a name and an input size), anything else.
     """
     if isinstance(metric, str):
-        return get_metric(metric, device=device, dtype=dtype, precision=precision, backend=backend)
+        metric = get_metric(
+            metric, device=device, dtype=dtype, precision=precision, backend=backend
+        )
     if _is_metric(metric):
+        check_declared(
+            getattr(metric, "name", None),
+            getattr(metric, "input_size", None),
+            getattr(metric, "cache_id", ""),
+        )
         return metric
     if callable(metric):
         raise MetricError(

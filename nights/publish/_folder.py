@@ -28,7 +28,7 @@ from ..hub import (
     first_line,
     read_card_configs,
 )
-from ..schema import SPLIT_VALUES
+from ..schema import SPLIT_VALUES, parse_relative_path
 from ..table import VARIANTS, load_jnd, load_nights, resolve_source, table_meta
 
 # Row groups: at most this many rows or bytes (datasets' own push_to_hub caps row groups at
@@ -151,6 +151,8 @@ def write_hub_folder(
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     configs = _gather_configs(root, variants, split_sets, cache_dir, progress)
     _refuse_own_source(out, configs)
+    if out.exists():
+        _refuse_foreign_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(out.parent / f".{out.name}.lock"):
         partial = out.parent / f".{out.name}.partial"
@@ -236,10 +238,12 @@ def _split_set_config(split_set: SplitSet, cache_dir, progress) -> _Config:
             "`nights filter --out` or nights.votes.write_split"
         )
     try:
-        recorded = json.loads(record_path.read_text())
-    except json.JSONDecodeError as error:
+        recorded = json.loads(record_path.read_text(encoding="utf-8"))
+    except ValueError as error:  # not JSON, or not UTF-8
         raise NightsError(f"{record_path}: not JSON ({error})") from None
-    source = recorded.get("source") or {}
+    if not isinstance(recorded, dict):
+        raise NightsError(f"{record_path}: not a split set's record (a JSON object)")
+    source = recorded.get("source") if isinstance(recorded.get("source"), dict) else {}
     variant = source.get("variant") if source.get("variant") in IMAGES_OF_VARIANT else "nights"
     image_size = source.get("image_size")
     if recorded.get("format") == "nights":
@@ -276,6 +280,24 @@ def _split_set_config(split_set: SplitSet, cache_dir, progress) -> _Config:
         "images": images,
     }
     return _Config(split_set.config_name, variant, table, provenance, (folder,))
+
+
+def _refuse_foreign_folder(out: Path) -> None:
+    """Overwriting replaces ``out`` wholesale: only an empty folder or one that ``nights
+    publish`` wrote (its provenance.json says so) may go."""
+    if not out.is_dir():
+        raise NightsError(f"{out} is a file, not a folder: choose another OUT")
+    if not any(out.iterdir()):
+        return
+    try:
+        written_by_us = json.loads((out / PROVENANCE).read_text())["format"] == HUB_FORMAT
+    except (OSError, ValueError, TypeError, KeyError):
+        written_by_us = False
+    if not written_by_us:
+        raise NightsError(
+            f"{out} holds files that `nights publish` did not write (no {PROVENANCE} of a Hub "
+            "folder); --overwrite replaces only its own folders: choose an empty or new OUT"
+        )
 
 
 def _refuse_own_source(out: Path, configs: list[_Config]) -> None:
@@ -560,18 +582,18 @@ def validate_hub_folder(folder: str | os.PathLike, *, checksums: bool = True) ->
     problems: list[str] = []
     record_path = folder / PROVENANCE
     try:
-        provenance = json.loads(record_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        provenance = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
         raise IntegrityError(
             f"{record_path}: cannot be read ({error}); write the folder again"
         ) from None
-    if provenance.get("format") != HUB_FORMAT:
+    if not isinstance(provenance, dict) or provenance.get("format") != HUB_FORMAT:
         raise IntegrityError(f"{record_path}: not a Hub folder written by `nights publish`")
     try:
         declared = read_card_configs(folder)
     except NightsError as error:
         raise IntegrityError(str(error)) from None
-    recorded = provenance.get("configs", {})
+    recorded = _recorded_configs(provenance, record_path)
     if set(declared) != set(recorded):
         problems.append(
             f"{folder / CARD}: configs {sorted(declared)} differ from those of "
@@ -642,6 +664,40 @@ def validate_hub_folder(folder: str | os.PathLike, *, checksums: bool = True) ->
             + ". Write it again with `nights publish --overwrite`"
         )
     return HubCheck(folder, counts, files_checked)
+
+
+def _recorded_configs(provenance: dict, record_path: Path) -> dict:
+    """The configs of a Hub folder's provenance.json, once sure they hold what the checks
+    read: splits, each with a count of rows and its files (a relative path, rows, bytes and
+    sha256 each)."""
+
+    def damaged(what: str):
+        return IntegrityError(f"{record_path}: {what}; write the folder again")
+
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    configs = provenance.get("configs", {})
+    if not isinstance(configs, dict):
+        raise damaged("'configs' is not a mapping of config names")
+    for name, config in configs.items():
+        splits = config.get("splits", {}) if isinstance(config, dict) else None
+        if not isinstance(splits, dict):
+            raise damaged(f"config {name!r} has no mapping of splits")
+        for split, info in splits.items():
+            files = info.get("files") if isinstance(info, dict) else None
+            if not isinstance(files, list) or not count(info.get("rows")):
+                raise damaged(f"{name}/{split} has no list of files and count of rows")
+            for entry in files:
+                path = entry.get("path") if isinstance(entry, dict) else None
+                complete = isinstance(path, str) and isinstance(entry.get("sha256"), str)
+                if not (complete and count(entry.get("rows")) and count(entry.get("bytes"))):
+                    raise damaged(f"{name}/{split}: a file without path, rows, bytes and sha256")
+                try:
+                    parse_relative_path(path)
+                except ValueError as reason:
+                    raise damaged(f"{name}/{split}: file {path!r} {reason}") from None
+    return configs
 
 
 def _card_counts(folder: Path) -> dict[str, dict[str, int]]:
