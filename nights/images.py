@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
@@ -81,6 +82,53 @@ def resize_like_dreamsim(image: Image.Image, size: int) -> Image.Image:
     if image.size == (size, size):
         return image
     return image.resize((size, size), Image.Resampling.BICUBIC)
+
+
+def resized_pixels(source: str | os.PathLike | bytes, size: int) -> np.ndarray:
+    """An image file as DreamSim preprocesses it, ``[size, size, 3]`` uint8: the same pixels as
+    :func:`resize_like_dreamsim` of :func:`open_rgb`, on the fastest exact path.
+
+    Pillow decodes (any mode; converted to RGB as upstream does, 16-bit clipped), then resizes
+    with its bicubic filter: no other decoder or resize gives these pixels bit for bit, and
+    decoding is most of the cost (~15 ms of ~20 for a 768 px PNG here), so what is saved is
+    the rest: no copy of an image already RGB, no second conversion, no PNG encoding after.
+
+    Raises:
+        ImageError: as :func:`open_rgb`.
+
+    Example::
+
+        >>> import io
+        >>> buffer = io.BytesIO()
+        >>> Image.new("P", (31, 17)).save(buffer, format="PNG")
+        >>> resized_pixels(buffer.getvalue(), 8).shape
+        (8, 8, 3)
+    """
+    try:
+        with _open(source) as image:
+            image.load()
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(rgb)
+    except Exception as error:  # as in open_rgb: any failure of the decoder means unusable
+        where = "image bytes" if isinstance(source, bytes) else str(source)
+        raise ImageError(where, _problem(error)) from None
+
+
+def channels_first(pixels: np.ndarray):
+    """A contiguous uint8 torch tensor ``[..., 3, H, W]`` of ``[..., H, W, 3]`` pixels (or of
+    a PIL image): torch stacks contiguous images ~20x faster than permuted views of them
+    (~25 ms against ~540 ms for a batch of 32 at 224 px here).
+
+    Example::
+
+        >>> channels_first(np.zeros((2, 4, 5, 3), dtype=np.uint8)).shape
+        torch.Size([2, 3, 4, 5])
+    """
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(pixels), -1, -3)))
 
 
 def encode_png(image: Image.Image) -> bytes:

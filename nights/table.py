@@ -13,6 +13,12 @@ How the images are stored (choose with ``images=``):
   that no longer needs the folder (what :func:`nights.splits.write_split` puts into Parquet).
 * ``image_size=N``: a pre-resized copy, resized as DreamSim preprocesses (RGB, PIL bicubic,
   square) and stored as uncompressed (lossless) PNG; small and fast to iterate for scoring.
+* ``images="pixels"`` with ``image_size=N``: the same pixels, stored raw as fixed-shape
+  ``[N, N, 3]`` uint8 arrays (:mod:`nights.pixels`): the same size on disk as the uncompressed
+  PNG copy, and read without any decoding (numpy views of the memory-mapped Arrow buffers).
+
+A pre-resized copy is built on every core: each worker process decodes, resizes and writes
+whole shards.
 
 The cache key is the CSV's sha256, the folder and these options; ``rebuild=True`` forces a new
 build (for instance after images were replaced in place). An interrupted build resumes from its
@@ -21,13 +27,17 @@ finished shards.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +45,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from PIL import Image
 
-from . import _paths
+from . import _paths, pixels
 from ._files import atomic_path, file_lock, file_sha256
 from ._progress import progress_bar
 from .errors import DatasetNotFoundError, ImageError, IntegrityError, NightsError
 from .hub import is_hub_root, materialize
-from .images import check_image, encode_png, open_rgb, resize_like_dreamsim
+from .images import check_image, encode_png, resized_pixels
 from .parquet_splits import is_parquet_split, recorded_filters, write_parquet_split_folder
 from .schema import (
     BY_ORIGIN,
@@ -62,6 +73,7 @@ VARIANTS = ("nights", "unfiltered", "jnd")
 #: Upstream's view of the release: rows with at least 6 votes (its published numbers use it).
 UPSTREAM_MIN_VOTES = 6
 _SHARD_ROWS = 1000
+_BATCH_ROWS = 100  # rows a shard is written (and a worker holds images) at a time
 _MAX_LISTED = 100
 _DOWNLOAD_HINT = (
     "Download it with `nights download chunked --root DIR` (or load_nights(..., download=True)),"
@@ -219,80 +231,98 @@ def _list_bad_images(source: Source, bad: list[tuple[int, str, str, str]]) -> st
     )
 
 
-def _encode_resized(task: tuple[str, int]) -> bytes | str:
-    """Worker: the resized PNG bytes of one file, or the reason it failed."""
-    path, size = task
-    try:
-        return encode_png(resize_like_dreamsim(open_rgb(path), size))
-    except ImageError as error:
-        return error.problem
+IMAGE_STORAGE = ("path", "bytes", "pixels")
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How a table stores its images: ``images`` ``"path"`` or ``"bytes"``, ``image_size`` a
-    pre-resized copy (see the module's docstring); part of the cache key."""
+    """How a table stores its images: ``images`` ``"path"``, ``"bytes"`` or ``"pixels"``,
+    ``image_size`` a pre-resized copy (see the module's docstring); part of the cache key."""
 
     images: str = "path"
     image_size: int | None = None
 
     def validate(self) -> None:
-        if self.images not in ("path", "bytes"):
-            raise ValueError(f"images must be 'path' or 'bytes', not {self.images!r}")
+        if self.images not in IMAGE_STORAGE:
+            raise ValueError(
+                f"images must be one of {', '.join(IMAGE_STORAGE)}, not {self.images!r}"
+            )
         if self.image_size is not None and not 8 <= self.image_size <= 4096:
             raise ValueError(f"image_size must be between 8 and 4096, not {self.image_size}")
-
-
-class _ImageEncoder:
-    """Turns relative image paths into ``datasets.Image`` storage for one storage mode."""
-
-    def __init__(self, source: Source, options: BuildOptions, jobs: int):
-        self.source, self.images, self.image_size = source, options.images, options.image_size
-        self.pool = ProcessPoolExecutor(jobs) if self.image_size and jobs > 1 else None
-
-    def close(self) -> None:
-        if self.pool:
-            self.pool.shutdown()
-
-    def encode(self, relative_paths: Sequence[str]) -> dict[str, dict | str]:
-        """Maps each path to its storage dict, or to a string saying why it failed."""
-        unique = sorted(set(relative_paths))
-        absolute = [str(self.source.image_root / rel) for rel in unique]
-        if self.image_size:
-            tasks = [(path, self.image_size) for path in absolute]
-            mapper = (
-                self.pool.map(_encode_resized, tasks, chunksize=8)
-                if self.pool
-                else map(_encode_resized, tasks)
+        if self.images == "pixels" and self.image_size is None:
+            raise ValueError(
+                "images='pixels' stores a pre-resized copy: give its side too "
+                "(image_size=224, or --image-size 224)"
             )
-            encoded = dict(zip(unique, mapper))
-            return {
-                rel: value if isinstance(value, str) else {"bytes": value, "path": rel}
-                for rel, value in encoded.items()
-            }
-        if self.images == "bytes":
-            return {
-                rel: {"bytes": Path(path).read_bytes(), "path": rel}
-                for rel, path in zip(unique, absolute)
-            }
-        return {rel: {"bytes": None, "path": path} for rel, path in zip(unique, absolute)}
 
 
-def _shard_table(frame: pd.DataFrame, features, encoder: _ImageEncoder, failures: list) -> pa.Table:
-    """The Arrow rows of ``frame``; images that fail are appended to ``failures``."""
+class _BadImages(Exception):
+    """Ends the writing of a shard that has images which failed (it is not written)."""
+
+
+def _encode_images(source: Source, options: BuildOptions, relative_paths) -> dict:
+    """Maps each distinct relative path to what the table stores for it (a ``datasets.Image``
+    storage dict, or ``[S, S, 3]`` pixels), or to a string saying why it failed.
+
+    Runs in the build's worker processes for a pre-resized copy.
+    """
+    encoded: dict = {}
+    for rel in sorted(set(relative_paths)):
+        path = source.image_root / rel
+        if options.image_size is None:
+            encoded[rel] = (
+                {"bytes": path.read_bytes(), "path": rel}
+                if options.images == "bytes"
+                else {"bytes": None, "path": str(path)}
+            )
+            continue
+        try:
+            pixels = resized_pixels(str(path), options.image_size)
+        except ImageError as error:
+            encoded[rel] = error.problem
+            continue
+        encoded[rel] = (
+            pixels
+            if options.images == "pixels"
+            else {"bytes": encode_png(Image.fromarray(pixels)), "path": rel}
+        )
+    return encoded
+
+
+def _image_paths(source: Source, rows: pd.DataFrame) -> list[str]:
+    return [rel for column in source.image_columns for rel in rows[f"{column}_path"]]
+
+
+def _rows_table(
+    source: Source,
+    options: BuildOptions,
+    features,
+    rows: pd.DataFrame,
+    encoded: dict,
+    failures: list,
+) -> pa.Table:
+    """The Arrow rows of ``rows``, their images ``encoded``; those that failed are appended to
+    ``failures``."""
     columns = {}
     for name in features:
-        if name in encoder.source.image_columns:
-            encoded = encoder.encode(frame[f"{name}_path"].tolist())
-            for row_id, rel in zip(frame["id"], frame[f"{name}_path"]):
+        if name in source.image_columns:
+            relatives = rows[f"{name}_path"].tolist()
+            for row_id, rel in zip(rows["id"], relatives):
                 if isinstance(encoded[rel], str):
                     failures.append((int(row_id), name, rel, encoded[rel]))
-            columns[name] = [
-                encoded[rel] if isinstance(encoded[rel], dict) else None
-                for rel in frame[f"{name}_path"]
-            ]
+            if options.images == "pixels":
+                size = options.image_size
+                stacked = np.zeros((len(rows), size, size, pixels.CHANNELS), dtype=np.uint8)
+                for index, rel in enumerate(relatives):
+                    if not isinstance(encoded[rel], str):
+                        stacked[index] = encoded[rel]
+                columns[name] = pixels.to_arrow(stacked)
+            else:
+                columns[name] = [
+                    encoded[rel] if isinstance(encoded[rel], dict) else None for rel in relatives
+                ]
         else:
-            values = frame[name].astype(object).where(frame[name].notna(), None)
+            values = rows[name].astype(object).where(rows[name].notna(), None)
             columns[name] = [
                 None if v is None else (str(v) if features[name].dtype == "string" else v)
                 for v in values
@@ -300,14 +330,27 @@ def _shard_table(frame: pd.DataFrame, features, encoder: _ImageEncoder, failures
     return pa.Table.from_pydict(columns, schema=features.arrow_schema)
 
 
-def _write_arrow(table: pa.Table, path: Path) -> None:
-    """Atomic: a shard that exists is complete."""
+def _write_arrow(batches, schema: pa.Schema, path: Path) -> None:
+    """Streams ``batches`` into an Arrow file; atomic: a shard that exists is complete."""
     with (
         atomic_path(path) as partial,
         pa.OSFile(str(partial), "wb") as sink,
-        pa.ipc.new_stream(sink, table.schema) as writer,
+        pa.ipc.new_stream(sink, schema) as writer,
     ):
-        writer.write_table(table, max_chunksize=100)
+        for batch in batches:
+            writer.write_table(batch)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Runs in each build worker: once its parent is gone (killed with SIGKILL, which no
+    handler sees), the worker ends too instead of waiting for work forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def build_table(
@@ -362,6 +405,21 @@ def build_table(
         return final
 
 
+def _features(source: Source, options: BuildOptions, columns):
+    """The table's features: the schema's, with raw pixel columns for ``images="pixels"``."""
+    from datasets import Features
+
+    features = arrow_features(source.variant, columns)
+    if options.images != "pixels":
+        return features
+    return Features(
+        {
+            name: pixels.feature(options.image_size) if name in source.image_columns else value
+            for name, value in features.items()
+        }
+    )
+
+
 def _write_shards(
     source: Source,
     frame: pd.DataFrame,
@@ -371,38 +429,98 @@ def _write_shards(
     progress: bool | None,
     jobs: int | None,
 ) -> None:
-    """Writes the shards of ``frame`` that ``folder`` lacks (an interrupted build resumes)."""
-    features = arrow_features(source.variant, frame.columns)
-    encoder = _ImageEncoder(source, options, jobs or os.cpu_count() or 1)
+    """Writes the shards of ``frame`` that ``folder`` lacks (an interrupted build resumes).
+
+    A pre-resized copy is encoded by ``jobs`` processes (default: one per CPU), a batch of
+    :data:`_BATCH_ROWS` rows each, two batches per process in flight across shard ends (so no
+    core waits, and memory stays bounded: a batch is ~45 MB of pixels at 224 px); this process
+    writes the batches in order as they come back, a shard at a time.
+    """
+    for leftover in folder.glob(".shard-*.tmp"):  # of a writer killed mid-shard
+        leftover.unlink()
+    features = _features(source, options, frame.columns)
+    todo = [
+        (path, frame.iloc[start : start + _SHARD_ROWS])
+        for number, start in enumerate(range(0, len(frame), _SHARD_ROWS))
+        if not (path := folder / f"shard-{number:05d}.arrow").exists()
+    ]
+    batches = [
+        [rows.iloc[start : start + _BATCH_ROWS] for start in range(0, len(rows), _BATCH_ROWS)]
+        for _, rows in todo
+    ]
+    jobs = jobs or os.cpu_count() or 1
+    pool = (
+        ProcessPoolExecutor(jobs, initializer=_exit_with_parent, initargs=(os.getpid(),))
+        if options.image_size and jobs > 1 and todo
+        else None
+    )
+
+    def encoded_batches() -> Iterator[dict]:
+        paths = (_image_paths(source, rows) for shard in batches for rows in shard)
+        if pool is None:
+            yield from (_encode_images(source, options, batch) for batch in paths)
+            return
+        window = collections.deque(
+            pool.submit(_encode_images, source, options, batch)
+            for batch in itertools.islice(paths, 2 * jobs)
+        )
+        while window:
+            done = window.popleft().result()
+            window.extend(
+                pool.submit(_encode_images, source, options, batch)
+                for batch in itertools.islice(paths, 1)
+            )
+            yield done
+
+    encoded = encoded_batches()
     failures: list = []
-    starts = range(0, len(frame), _SHARD_ROWS)
-    try:
-        for number, start in enumerate(
-            progress_bar(
-                starts, progress=progress, desc=f"building {source.variant} table", unit="shard"
-            )
-        ):
-            shard = folder / f"shard-{number:05d}.arrow"
-            if shard.exists():  # finished by an earlier, interrupted build
-                continue
-            before = len(failures)
-            table = _shard_table(
-                frame.iloc[start : start + _SHARD_ROWS], features, encoder, failures
-            )
+
+    def shard_batches(shard: int, bar):
+        before = len(failures)
+        for rows in batches[shard]:
+            table = _rows_table(source, options, features, rows, next(encoded), failures)
+            bar.update(len(rows))
             if len(failures) == before:
-                _write_arrow(table, shard)
+                yield table
+        if len(failures) > before:  # every image was tried; the shard is left unwritten
+            raise _BadImages
+
+    try:
+        with progress_bar(
+            total=sum(len(rows) for _, rows in todo),
+            progress=progress,
+            desc=f"building {source.variant} table",
+            unit="row",
+        ) as bar:
+            for shard, (path, _) in enumerate(todo):
+                with contextlib.suppress(_BadImages):
+                    _write_arrow(shard_batches(shard, bar), features.arrow_schema, path)
     finally:
-        encoder.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)  # Ctrl-C: what no worker started is dropped
     if failures:
         raise IntegrityError(_list_bad_images(source, failures))
 
 
 def open_table(folder: Path):
-    """Memory-maps a built table folder as one ``datasets.Dataset``."""
+    """Memory-maps a built table folder as one ``datasets.Dataset``.
+
+    Raises:
+        IntegrityError: a shard is damaged (truncated, overwritten): it is named.
+    """
     from datasets import Dataset, concatenate_datasets
 
     meta = json.loads((folder / "meta.json").read_text())
-    shards = [Dataset.from_file(str(folder / name)) for name in meta["shards"]]
+    shards = []
+    for name in meta["shards"]:
+        try:
+            shards.append(Dataset.from_file(str(folder / name)))
+        except (OSError, pa.ArrowException) as error:
+            reason = " ".join(str(error).split())
+            raise IntegrityError(
+                f"{folder / name}: not a readable table shard ({reason}); build the table "
+                "again (rebuild=True, `nights build --rebuild`)"
+            ) from None
     table = shards[0] if len(shards) == 1 else concatenate_datasets(shards)
     table.info.description = json.dumps({"nights": meta})
     return table
@@ -503,12 +621,14 @@ def load_nights(
             numbers use it), the recorded policy for a split written by ``write_split`` or
             ``nights annotate aggregate`` (so new campaigns with 3-5 votes keep their rows).
             A filter that leaves no row of the split logs a warning naming it.
-        images: ``"path"`` (default, no copy) or ``"bytes"`` (original PNG bytes embedded).
+        images: ``"path"`` (default, no copy), ``"bytes"`` (original PNG bytes embedded) or
+            ``"pixels"`` (with ``image_size``: the resized copy as raw uint8 ``[S, S, 3]``
+            arrays, read without decoding; ``table.with_format("numpy")`` gives them).
         image_size: store a pre-resized copy (DreamSim's bicubic resize) for fast scoring.
         cache_dir: where built tables live (default ``NIGHTS_HOME/tables``).
         rebuild: build again even if a cached table exists.
         progress: show progress bars (default: when stderr is a terminal).
-        jobs: processes used to resize images (default: one per CPU).
+        jobs: processes resizing images, a shard each (default: one per CPU).
         download: when nothing is at ``root``, download the release there first (the chunked
             release for ``nights``; see :func:`nights.download.download`), from ``base_url``.
 

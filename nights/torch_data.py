@@ -3,7 +3,9 @@
 ``ref``, ``left`` and ``right`` are float tensors ``[B, 3, S, S]`` in [0, 1] (what DreamSim's
 model takes), ``p`` is ``right_vote`` (the fraction of people who chose the right image, float32)
 and ``id`` the triplet ids (int64). Images already at size ``S`` (a table built with
-``image_size=S``) are only decoded; others are resized as DreamSim preprocesses them.
+``image_size=S``) are only decoded; others are resized as DreamSim preprocesses them. A table of
+raw pixels (``images="pixels"``) is not decoded at all: a batch is gathered from numpy views of
+its memory-mapped Arrow buffers.
 
 Example::
 
@@ -19,15 +21,27 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .images import open_rgb, resize_like_dreamsim
+from . import pixels
+from .images import channels_first, open_rgb, resize_like_dreamsim
 
 _COLUMNS = ("ref", "left", "right", "right_vote", "id")
+_IMAGES = ("ref", "left", "right")
 
 
 def _to_tensor(storage: dict, size: int) -> torch.Tensor:
     image = resize_like_dreamsim(open_rgb(storage["bytes"] or storage["path"]), size)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    return channels_first(image)
+
+
+def _pixel_tensors(column, name: str, ids: list, size: int) -> list[torch.Tensor]:
+    """uint8 ``[3, S, S]`` views of one gathered batch of raw pixels (resized only when the
+    table's side is not ``size``)."""
+    batch = pixels.to_numpy(column, name, ids)
+    if batch.shape[1] != size:
+        batch = np.stack([resize_like_dreamsim(Image.fromarray(image), size) for image in batch])
+    return list(channels_first(batch))  # one copy, of a view of the memory-mapped file
 
 
 class TripletDataset(torch.utils.data.Dataset):
@@ -44,15 +58,15 @@ class TripletDataset(torch.utils.data.Dataset):
         return len(self.table)
 
     def __getitems__(self, indices: list[int]) -> list[tuple]:
-        rows = self.table[indices].to_pylist()
-        return [
-            (
-                *(_to_tensor(row[name], self.image_size) for name in ("ref", "left", "right")),
-                row["right_vote"],
-                row["id"],
-            )
-            for row in rows
+        batch = self.table[indices]  # Arrow slices of the memory-mapped table: nothing read yet
+        votes, ids = batch.column("right_vote").to_pylist(), batch.column("id").to_pylist()
+        images = [
+            _pixel_tensors(batch.column(name), name, ids, self.image_size)
+            if pixels.is_pixel_column(batch.schema.field(name).type)
+            else [_to_tensor(s, self.image_size) for s in batch.column(name).to_pylist()]
+            for name in _IMAGES
         ]
+        return list(zip(*images, votes, ids))
 
     def __getitem__(self, index: int) -> tuple:
         return self.__getitems__([index])[0]

@@ -176,11 +176,11 @@ def test_interrupted_build_resumes_from_finished_shards(sample_copy, cache_dir, 
     real_write = nights.table._write_arrow
     written = []
 
-    def crash_on_third(table, path):
+    def crash_on_third(batches, schema, path):
         if len(written) == 2:
             raise KeyboardInterrupt
         written.append(path.name)
-        real_write(table, path)
+        real_write(batches, schema, path)
 
     monkeypatch.setattr(nights.table, "_write_arrow", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
@@ -191,7 +191,10 @@ def test_interrupted_build_resumes_from_finished_shards(sample_copy, cache_dir, 
     monkeypatch.setattr(
         nights.table,
         "_write_arrow",
-        lambda table, path: (resumed.append(path.name), real_write(table, path)),
+        lambda batches, schema, path: (
+            resumed.append(path.name),
+            real_write(batches, schema, path),
+        ),
     )
     table = load_nights("all", root=sample_copy, min_votes=None, cache_dir=cache_dir)
     assert resumed == ["shard-00002.arrow", "shard-00003.arrow", "shard-00004.arrow"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .._files import atomic_path, write_atomic
 from ..images import open_rgb
@@ -67,8 +68,12 @@ def _plots(audit: pd.DataFrame) -> list[tuple[str, str]]:
     return plots
 
 
-def _thumbnail(storage: dict, size: int = 160) -> str:
-    image = open_rgb(storage["bytes"] or storage["path"])
+def _thumbnail(storage: dict | list, size: int = 160) -> str:
+    image = (
+        Image.fromarray(np.asarray(storage, dtype=np.uint8))  # raw pixels (images="pixels")
+        if isinstance(storage, list)
+        else open_rgb(storage["bytes"] or storage["path"])
+    )
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
@@ -89,6 +94,21 @@ def _leaderboard_section(leaderboard: Leaderboard) -> str:
         + f"<h3>Paired bootstrap ({leaderboard.rounds:,} rounds, seed {leaderboard.seed})</h3>"
         + html_table(leaderboard.pair_table())
     )
+
+
+def _fidelity_section(summary: dict) -> list[str]:
+    """A table per metric that is not fp32 on torch: its fidelity against fp32."""
+    parts = []
+    for metric, entry in summary["metrics"].items():
+        if "fidelity" in entry:
+            rows = pd.DataFrame(
+                [{"triplets": name, **report} for name, report in entry["fidelity"].items()]
+            ).drop(columns="precision")
+            parts.append(
+                f"<h2>{html.escape(metric)} at {html.escape(entry['precision'])} on "
+                f"{html.escape(entry['backend'])}: fidelity against fp32</h2>" + html_table(rows)
+            )
+    return parts
 
 
 def write_report(
@@ -112,6 +132,7 @@ def write_report(
     ]
     if leaderboard is not None:
         parts.append(_leaderboard_section(leaderboard))
+    parts.extend(_fidelity_section(summary))
     if "two_afc" not in audit:
         parts.append("<p>The table has no votes: only distances were computed.</p>")
     else:

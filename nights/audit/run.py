@@ -19,6 +19,7 @@ from ..metrics import Metric, as_metric, default_metric_names
 from ..schema import BY_ORIGIN
 from ..score_cache import ScoreCache
 from ..table import load_jnd, load_nights, release_or_sample, resolve_source
+from .fidelity import fidelity_on_sets
 from .leaderboard import Leaderboard, build_leaderboard
 from .report import write_outputs
 from .scoring import jnd_scores, measure_scoring, score_table
@@ -68,6 +69,9 @@ def run_audit(
     num_workers: int = 2,
     device: str | None = None,
     dtype: torch.dtype | None = None,
+    precision: str | None = None,
+    backend: str = "torch",
+    fidelity_on: Sequence[str | os.PathLike] = (),
     report: bool = True,
     progress: bool | None = None,
     leaderboard: bool = False,
@@ -103,7 +107,16 @@ def run_audit(
             :func:`nights.metrics.batch_size_for`).
         num_workers: DataLoader processes decoding images.
         device / dtype: for the metrics named by a string (default: the best device; under a
-            launcher with CUDA, the process's own GPU).
+            launcher with CUDA, the process's own GPU); ``dtype`` is DreamSim's autocast
+            dtype, on CPU too (``torch.bfloat16``: the same as ``precision="bf16"``).
+        precision / backend: DreamSim's, for the metrics named by a string: ``fp32``
+            (default, exact), ``bf16``, ``fp16`` or ``int8``; ``torch`` (default) or
+            ``onnxruntime`` (fp32 or int8, CPU). Anything but fp32 on torch is never silent:
+            the summary records each metric's ``precision`` and ``backend`` and, under
+            ``fidelity``, its fidelity against fp32 (:mod:`nights.audit.fidelity`) on the
+            embedded sample and on each of ``fidelity_on``; the report shows it.
+        fidelity_on: more triplets for those fidelity reports (NIGHTS folders, or folders of
+            ``ref_K.png``, ``img_a_K.png``, ``img_b_K.png`` as upstream's demo images).
         report: write ``report.html`` (plots and thumbnails, matplotlib).
         progress: progress bars (default: when stderr is a terminal; only rank 0 shows them).
         leaderboard: also rank the metrics, with a paired bootstrap for each pair and what
@@ -137,7 +150,10 @@ def run_audit(
         if device is None:
             device = _default_device(world)
         metrics = _distinct_names(
-            [as_metric(m, device=device, dtype=dtype) for m in metrics or default_metric_names()]
+            [
+                as_metric(m, device=device, dtype=dtype, precision=precision, backend=backend)
+                for m in metrics or default_metric_names()
+            ]
         )
         rows = {"split": split, "root": root, "variant": variant, "min_votes": min_votes}
         tables = _tables_by_input_size(metrics, rows, limit, progress)
@@ -163,9 +179,13 @@ def run_audit(
         )
         summary = summarize(audit, jnd=jnd_precision, seed=seed)
         for metric in metrics:
-            summary["metrics"][metric.name].update(
-                cache_id=metric.cache_id, input_size=metric.input_size
-            )
+            entry = summary["metrics"][metric.name]
+            entry.update(cache_id=metric.cache_id, input_size=metric.input_size)
+            if hasattr(metric, "precision"):
+                entry.update(precision=metric.precision, backend=metric.backend)
+            fidelity = fidelity_on_sets(metric, fidelity_on, cache=cache, **options)
+            if fidelity:
+                entry["fidelity"] = fidelity
         summary["source"] = {
             **rows,
             "root": str(root),

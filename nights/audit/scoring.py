@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from .. import pixels
 from .._progress import progress_bar
 from ..errors import ImageError, IntegrityError, NightsError
-from ..images import open_rgb, resize_like_dreamsim
+from ..images import channels_first, open_rgb, resize_like_dreamsim
 from ..metrics import EmbeddingMetric, Metric, PairMetric, as_metric, batch_size_for
 from ..schema import IMAGE_COLUMNS
 from ..score_cache import ScoreCache, content_key
@@ -125,26 +128,52 @@ class TableImages:
     """The distinct images of a table's image columns, by content key.
 
     Only keys and row positions are held: the bytes stay in the memory-mapped table and are
-    read when an image is decoded, so memory does not grow with the number of triplets.
+    read when an image is decoded, so memory does not grow with the number of triplets. Raw
+    pixels (a table built with ``images="pixels"``) are keyed by the sha256 of their bytes and
+    read without decoding.
     """
 
     def __init__(self, table, columns=IMAGE_COLUMNS, progress: bool | None = None):
         self.ids = table.select_columns(["id"]).with_format("arrow")
         self.rows = table.select_columns(list(columns)).with_format("arrow")
+        self.raw = {
+            c
+            for c in columns
+            if pixels.is_pixel_column(self.rows.features.arrow_schema.field(c).type)
+        }
         self.keys: dict[str, list[str]] = {column: [] for column in columns}
         self.where: dict[str, tuple[int, str]] = {}
         for start in progress_bar(
             range(0, len(table), 256), progress=progress, desc="hashing images", unit="batch"
         ):
-            for offset, row in enumerate(self.rows[start : start + 256].to_pylist()):
-                for column in columns:
-                    key = content_key(row[column])
-                    self.keys[column].append(key)
+            batch = self.rows[start : start + 256]
+            for column in columns:
+                keys = (
+                    [
+                        hashlib.sha256(image).hexdigest()
+                        for image in pixels.to_numpy(
+                            batch.column(column),
+                            column,
+                            self.ids[start : start + 256]["id"].to_pylist(),
+                        )
+                    ]
+                    if column in self.raw
+                    else [content_key(storage) for storage in batch.column(column).to_pylist()]
+                )
+                self.keys[column] += keys
+                for offset, key in enumerate(keys):
                     self.where.setdefault(key, (start + offset, column))
 
-    def storage(self, key: str) -> dict:
+    def storage(self, key: str):
+        """The image as the table holds it: a ``datasets.Image`` storage dict, or raw pixels
+        ``[S, S, 3]``."""
         row, column = self.where[key]
-        return self.rows[row : row + 1].column(column)[0].as_py()
+        cell = self.rows[row : row + 1].column(column)
+        return (
+            pixels.to_numpy(cell, column, self.ids[row : row + 1]["id"].to_pylist())[0]
+            if column in self.raw
+            else cell[0].as_py()
+        )
 
     def tensor(self, key: str, size: int | None):
         """uint8 ``[3, H, W]``; resized as DreamSim preprocesses when ``size`` is given.
@@ -152,9 +181,15 @@ class TableImages:
         Raises:
             IntegrityError: the image cannot be read; the file and a triplet using it named.
         """
-        import torch
 
         storage = self.storage(key)
+        if isinstance(storage, np.ndarray):
+            image = (
+                storage
+                if size in (None, storage.shape[0])
+                else np.asarray(resize_like_dreamsim(Image.fromarray(storage), size))
+            )
+            return channels_first(image)
         try:
             image = open_rgb(storage["bytes"] or storage["path"], storage["path"])
         except ImageError as error:
@@ -166,7 +201,7 @@ class TableImages:
             ) from None
         if size:
             image = resize_like_dreamsim(image, size)
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        return channels_first(image)
 
 
 def _loader(items: list, fetch, batch_size: int, num_workers: int):

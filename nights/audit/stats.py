@@ -269,7 +269,26 @@ def agreement_table(summary: dict) -> str:
             f"{fit['log_likelihood_per_vote']:>13.3f}"
             f"{entry['label_noise_candidates']:>9}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + fidelity_lines(summary))
+
+
+def fidelity_lines(summary: dict) -> list[str]:
+    """What a reduced precision or another backend changed against fp32, a line per set of
+    triplets (see :mod:`nights.audit.fidelity`); none for exact metrics."""
+    lines = []
+    for metric, entry in summary["metrics"].items():
+        if "fidelity" not in entry:
+            continue
+        lines.append(f"{metric} at {entry['precision']} on {entry['backend']}, against fp32:")
+        for name, report in entry["fidelity"].items():
+            change = report["two_afc_change"]
+            lines.append(
+                f"  {name}: {report['triplets']} triplets, max |d - d_fp32| "
+                f"{report['max_abs_distance_difference']:.4f}, {report['flipped']} decisions "
+                f"flipped ({report['flipped_share']:.1%})"
+                + ("" if change is None else f", 2AFC change {change:+.4f}")
+            )
+    return lines
 
 
 def iter_label_noise_ids(

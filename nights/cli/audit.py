@@ -47,7 +47,33 @@ def add_commands(commands) -> None:
         "--dtype",
         choices=("fp32", "bf16", "fp16"),
         default="fp32",
-        help="autocast dtype for DreamSim on GPU (default: %(default)s)",
+        help="autocast dtype for DreamSim, on CPU (oneDNN) or GPU (default: %(default)s); "
+        "bf16 is --precision bf16",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "int8"),
+        default=None,
+        help="DreamSim's precision: fp32 (default, exact), bf16 or fp16 (autocast), int8 "
+        "(linear layers quantized, CPU); anything but fp32 is measured against fp32 and the "
+        "fidelity is printed and recorded",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="run DreamSim on torch (default) or ONNX Runtime (CPU; fp32 or int8; needs "
+        "nights[onnx]); ONNX Runtime is measured against fp32 torch too",
+    )
+    parser.add_argument(
+        "--fidelity-on",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="more triplets to measure a reduced precision or ONNX Runtime on, beside the "
+        "embedded sample: a NIGHTS folder or ref_K.png, img_a_K.png, img_b_K.png images "
+        "(repeatable)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: nights-audit/SPLIT)"
@@ -97,6 +123,9 @@ def _audit(args) -> int:
         num_workers=args.num_workers,
         device=args.device,
         dtype={"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype],
+        precision=args.precision,
+        backend=args.backend,
+        fidelity_on=args.fidelity_on,
         progress=options.progress(args),
         leaderboard=args.leaderboard,
         seed=args.seed,

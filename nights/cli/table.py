@@ -80,18 +80,22 @@ def add_commands(commands) -> None:
     options.add_variant(build)
     build.add_argument(
         "--images",
-        choices=("path", "bytes"),
+        choices=("path", "bytes", "pixels"),
         default="path",
-        help="store image paths (no copy, default) or the original PNG bytes",
+        help="store image paths (no copy, default), the original PNG bytes, or (with "
+        "--image-size) the resized copy as raw uint8 pixels, read without decoding",
     )
     build.add_argument(
         "--image-size",
         type=int,
         default=None,
         metavar="N",
-        help="store a pre-resized NxN copy (DreamSim's bicubic resize)",
+        help="store a pre-resized NxN copy (DreamSim's bicubic resize), as PNG unless "
+        "--images pixels",
     )
-    build.add_argument("--jobs", type=int, default=None, help="processes for resizing")
+    build.add_argument(
+        "--jobs", type=int, default=None, help="processes for resizing (default: every core)"
+    )
     build.add_argument("--rebuild", action="store_true", help="build again even if cached")
     options.add_quiet(build)
 

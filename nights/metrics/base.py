@@ -136,6 +136,25 @@ class EmbeddingMetric(Metric):
     """
 
     max_batch: int | None = None
+    model = None
+    _device = None
+
+    @property
+    def device(self):
+        """Where it runs: the device given, else that of its ``model`` when it has one (its
+        ``device``, as a DreamSim, an ONNX Runtime model or a transformers model say, else
+        that of an ``nn.Module``'s parameters), else None (the CPU)."""
+        if self._device is not None or self.model is None:
+            return self._device
+        device = getattr(self.model, "device", None)
+        if device is None and hasattr(self.model, "parameters"):
+            parameter = next(iter(self.model.parameters()), None)
+            device = None if parameter is None else parameter.device
+        return device
+
+    @device.setter
+    def device(self, value) -> None:
+        self._device = value
 
     def embed_batch(self, images):
         """``[B, D]`` embeddings of ``[B, 3, H, W]`` images in [0, 1], on :attr:`device`."""

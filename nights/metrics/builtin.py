@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import MetricError
+from ..errors import ArgumentError, MetricError
 from .base import EmbeddingMetric, PairMetric
 
 PAIR_METRICS = ("psnr", "ssim", "ms_ssim")
@@ -46,19 +46,28 @@ class ImageQualityMetric(PairMetric):
         )
 
 
+BACKENDS = ("torch", "onnxruntime")
+
+
 class DreamSimMetric(EmbeddingMetric):
     """A DreamSim model (tuned or not): embeddings at the model's input size (224 px for every
     released variant), cosine distance (patch variants: CLS and mean patch token, as
-    DreamSim's own distance)."""
+    DreamSim's own distance).
 
-    def __init__(self, name: str, model):
-        self.name, self.model = name, model
+    Attributes:
+        model: a :class:`dreamsim.DreamSim` at any precision, or a :class:`dreamsim.OnnxDreamSim`.
+        precision / backend: what the model runs at (``model.precision``) and on (``torch`` or
+            ``onnxruntime``).
+        reference: the same weights at fp32 on torch, when the model is not that (its distances
+            are then measured against the reference's: :mod:`nights.audit.fidelity`); else None.
+    """
+
+    def __init__(self, name: str, model, reference: DreamSimMetric | None = None):
+        self.name, self.model, self.reference = name, model, reference
         self.cache_id = f"{name}-{model.weights_id}-norm{int(model.normalize_embeds)}"
-        self.input_size = model.input_size[-1]
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
+        self.input_size = model.variant.input_size[-1]
+        self.precision = getattr(model, "precision", "fp32")
+        self.backend = "onnxruntime" if hasattr(model, "session") else "torch"
 
     def embed_batch(self, images):
         return self.model.embed(images)
@@ -71,22 +80,48 @@ class DreamSimMetric(EmbeddingMetric):
 
 
 def load_dreamsim(
-    family: str, variant: str, device=None, dtype=None, cache_dir=None
+    family: str,
+    variant: str,
+    device=None,
+    dtype=None,
+    cache_dir=None,
+    precision: str | None = None,
+    backend: str = "torch",
 ) -> DreamSimMetric:
     """``dreamsim:VARIANT`` (``family`` dreamsim, tuned) or ``baseline:VARIANT`` (the untuned
-    backbones), from the weights in ``cache_dir`` (default ``$DREAMSIM_HOME``)."""
-    from dreamsim import dreamsim
+    backbones), from the weights in ``cache_dir`` (default ``$DREAMSIM_HOME``), at
+    ``precision`` (or the autocast ``dtype``: see :func:`dreamsim.with_precision`) on
+    ``backend`` (``onnxruntime``: fp32 or int8, on the CPU, through
+    :func:`dreamsim.onnxruntime_model`). Anything but fp32 on torch carries its fp32
+    ``reference``.
 
-    model, _ = dreamsim(
+    Raises:
+        DreamSimError: the weights are missing, or the precision cannot run there.
+        ArgumentError: an unknown backend, or a precision it cannot run.
+        ValueError: an unknown precision, or ``dtype`` and ``precision`` disagree (dreamsim's).
+    """
+    from dreamsim import dreamsim, onnxruntime_model, with_precision
+    from dreamsim.precision import resolve_precision
+
+    if backend not in BACKENDS:
+        raise ArgumentError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    precision = resolve_precision(dtype, precision)
+    if backend == "onnxruntime" and precision not in ("fp32", "int8"):
+        raise ArgumentError(f"the onnxruntime backend runs fp32 or int8, not {precision}")
+    exact, _ = dreamsim(
         pretrained=family == "dreamsim",
-        device=device,
+        device="cpu" if backend == "onnxruntime" else device,
         cache_dir=cache_dir,
         dreamsim_type=variant.removesuffix("_patch"),
         use_patch_model=variant.endswith("_patch"),
-        dtype=dtype,
         download=False,
     )
-    return DreamSimMetric(f"{family}:{variant}", model)
+    name = f"{family}:{variant}"
+    if backend == "onnxruntime":
+        model = onnxruntime_model(exact, precision)
+    else:
+        model = with_precision(exact, precision)
+    return DreamSimMetric(name, model, None if model is exact else DreamSimMetric(name, exact))
 
 
 def default_metric_names() -> list[str]:

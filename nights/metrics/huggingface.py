@@ -146,10 +146,6 @@ class HuggingFaceMetric(EmbeddingMetric):
         )
         self.cache_id = f"hf:{Path(name.removeprefix('hf:')).name}-{digest[:16]}"
 
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
     def pixel_values(self, images):
         """The processor's rescaling and normalisation of ``[B, 3, H, W]`` images in [0, 1]."""
         mean, std = self.mean.to(images.device), self.std.to(images.device)

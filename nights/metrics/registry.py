@@ -171,18 +171,27 @@ def _is_metric(value) -> bool:
 
 
 def get_metric(
-    name: str, device: str | None = None, dtype=None, cache_dir: str | None = None
+    name: str,
+    device: str | None = None,
+    dtype=None,
+    cache_dir: str | None = None,
+    precision: str | None = None,
+    backend: str = "torch",
 ) -> Metric:
     """The metric a spec names (see :mod:`nights.metrics.registry` for the forms).
 
     Args:
         name: the spec, as given to ``--metric``.
         device: where a model runs (default: the best there is).
-        dtype: autocast dtype for DreamSim on a GPU (None: float32).
+        dtype: autocast dtype for DreamSim, on CPU or GPU (None: float32).
         cache_dir: where DreamSim's weights are (default ``$DREAMSIM_HOME``).
+        precision: DreamSim's precision, ``fp32`` (default), ``bf16``, ``fp16`` or ``int8``
+            (see :func:`~nights.metrics.builtin.load_dreamsim`); other metrics ignore it.
+        backend: DreamSim's, ``torch`` (default) or ``onnxruntime``.
 
     Raises:
         MetricError: the spec names nothing, or what it names fails to load (one line).
+        ValueError: an unknown precision or backend.
     """
     spec = parse_metric_spec(name)
     if spec.family in PAIR_METRICS:
@@ -194,13 +203,18 @@ def get_metric(
     from dreamsim.errors import DreamSimError
 
     try:
-        return load_dreamsim(spec.family, spec.argument, device, dtype, cache_dir)
+        return load_dreamsim(
+            spec.family, spec.argument, device, dtype, cache_dir, precision, backend
+        )
     except DreamSimError as error:
         raise MetricError(f"metric {name!r}: {' '.join(str(error).split())}") from None
 
 
-def as_metric(metric, device: str | None = None, dtype=None) -> Metric:
-    """``metric`` itself when it is a metric; the metric it names when it is a spec.
+def as_metric(
+    metric, device: str | None = None, dtype=None, precision: str | None = None, backend="torch"
+) -> Metric:
+    """``metric`` itself when it is a metric; the metric it names when it is a spec (the
+    other arguments: see :func:`get_metric`).
 
     Raises:
         MetricError: a spec that names nothing, a bare function (wrap it with
@@ -208,7 +222,9 @@ def as_metric(metric, device: str | None = None, dtype=None) -> Metric:
             it needs a name and an input size), anything else.
     """
     if isinstance(metric, str):
-        metric = get_metric(metric, device=device, dtype=dtype)
+        metric = get_metric(
+            metric, device=device, dtype=dtype, precision=precision, backend=backend
+        )
     if _is_metric(metric):
         check_declared(
             getattr(metric, "name", None),
