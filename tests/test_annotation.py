@@ -317,7 +317,7 @@ def test_aggregation_recovers_the_truth(method, at_least):
         votes[votes["label"] == "left"].groupby("task").size().reindex(result.index, fill_value=0)
     )
     assert result["left_vote"].tolist() == pytest.approx((lefts / 8).tolist())
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(AnnotationError, match="method must be one of"):
         aggregate(votes, method="vote")
 
 
@@ -374,7 +374,7 @@ def test_merge_into_a_split_that_load_nights_reads(sample_home, cache_dir, tmp_p
     provenance = json_module.loads((out / "provenance.json").read_text())
     assert provenance["note"] == "round 2" and provenance["filters"][-1]["votes"] == 7
     stray = per_triplet.rename(index={ids[0]: 10**9})
-    with pytest.raises(ValueError, match="not in the table"):
+    with pytest.raises(AnnotationError, match="not in the table"):
         merge_into_split(table, stray, tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
