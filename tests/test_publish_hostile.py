@@ -204,6 +204,22 @@ def test_any_damaged_provenance_is_one_integrity_error(published, tmp_path, data
         assert str(folder) in str(error)
 
 
+def test_a_config_variant_that_is_a_list_is_one_integrity_error(published, tmp_path):
+    """Found by the property test above: a list where the variant's name was made a TypeError."""
+    import json
+
+    from nights.errors import IntegrityError
+    from nights.publish import validate_hub_folder
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(published, folder)
+    record = json.loads((folder / "provenance.json").read_text())
+    next(iter(record["configs"].values()))["variant"] = ["nights"]
+    (folder / "provenance.json").write_text(json.dumps(record))
+    with pytest.raises(IntegrityError, match=r"variant \['nights'\] is not one nights writes"):
+        validate_hub_folder(folder, checksums=False)
+
+
 @pytest.mark.parametrize(
     "record", [b"[1, 2]", b'"text"', b"\xff\xfe\x00", b'{"format": "parquet", "source": "csv"}']
 )

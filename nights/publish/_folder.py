@@ -684,6 +684,9 @@ def _recorded_configs(provenance: dict, record_path: Path) -> dict:
         splits = config.get("splits", {}) if isinstance(config, dict) else None
         if not isinstance(splits, dict):
             raise damaged(f"config {name!r} has no mapping of splits")
+        variant = config.get("variant")
+        if variant is not None and not (isinstance(variant, str) and variant in IMAGES_OF_VARIANT):
+            raise damaged(f"config {name!r}: variant {variant!r} is not one nights writes")
         for split, info in splits.items():
             files = info.get("files") if isinstance(info, dict) else None
             if not isinstance(files, list) or not count(info.get("rows")):
