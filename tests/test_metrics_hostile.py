@@ -330,10 +330,11 @@ def test_a_leaderboard_of_one_metric_says_there_is_no_pair(sample_home, tmp_path
         out=tmp_path / "out",
         cache=tmp_path / "c.db",
         num_workers=0,
-        report=False,
         progress=False,
         leaderboard=True,
     )
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "one metric, no pair to compare" in report and "Paired bootstrap (" not in report
     markdown = result.leaderboard.to_markdown()
     assert "| psnr |" in markdown and "one metric, no pair to compare" in markdown
     assert "| A | B |" not in markdown

@@ -88,11 +88,16 @@ def html_table(frame: pd.DataFrame) -> str:
 
 
 def _leaderboard_section(leaderboard: Leaderboard) -> str:
+    pairs = leaderboard.pair_table()
+    title = f"Paired bootstrap ({leaderboard.rounds:,} rounds, seed {leaderboard.seed})"
     return (
         "<h2>Leaderboard</h2>"
         + html_table(leaderboard.metric_table())
-        + f"<h3>Paired bootstrap ({leaderboard.rounds:,} rounds, seed {leaderboard.seed})</h3>"
-        + html_table(leaderboard.pair_table())
+        + (
+            "<p>Paired bootstrap: one metric, no pair to compare.</p>"
+            if pairs.empty  # a header with no rows reads as a table that lost its rows
+            else f"<h3>{title}</h3>" + html_table(pairs)
+        )
     )
 
 
