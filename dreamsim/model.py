@@ -441,11 +441,15 @@ def load_merged(
         proj = tensors.get(prefix + "proj")
         vit = build_vit(state, backbone.kind, size, str(path), backbone.head_dim)
         width = vit.cls_token.shape[-1]
-        if proj is not None and proj.numel() and (proj.dim() != 2 or proj.shape[0] != width):
+        if proj is not None and not proj.numel():
+            proj = None  # export writes an empty one for a backbone without a projection
+        if backbone.feature == "embedding" and proj is None:
+            raise CheckpointError(f"{path}: no {prefix}proj, but {name} takes the embedding")
+        if proj is not None and (proj.dim() != 2 or proj.shape[0] != width):
             raise CheckpointError(
                 f"{path}: {prefix}proj has shape {list(proj.shape)}, not [{width}, D]"
             )
-        branches.append(Branch(backbone, vit, proj if proj is not None and proj.numel() else None))
+        branches.append(Branch(backbone, vit, proj))
     if normalize_embeds is None:
         normalize_embeds = metadata.get("dreamsim_normalize_embeds") == "true"
     model = DreamSim(VARIANTS[name], branches, normalize_embeds)

@@ -128,3 +128,18 @@ def test_export_onto_a_folder_is_one_line_and_the_file_is_readable_by_others(
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("proj", [None, [0], [0, 0]])
+def test_a_clip_without_its_projection_is_one_checkpoint_error(merged, tmp_path, proj):
+    """Found by the property test above: an empty (or dropped) CLIP projection loaded as no
+    projection, and the first embedding failed with a matrix-size RuntimeError."""
+    tensors, metadata = merged
+    tensors = dict(tensors)
+    if proj is None:
+        del tensors["extractor_list.0.proj"]
+    else:
+        tensors["extractor_list.0.proj"] = torch.zeros(proj)
+    path = write(tmp_path / "noproj.safetensors", tensors, metadata)
+    with pytest.raises(CheckpointError, match=r"no extractor_list\.0\.proj, but clip_vitb32"):
+        load_merged(path, device="cpu")
