@@ -234,7 +234,7 @@ def create_campaign(
 
     Raises:
         CampaignError: bad settings, or images the app could not serve (the first named).
-        FileExistsError: ``path`` exists.
+        CampaignError: ``path`` exists (a campaign is never overwritten).
 
     Example::
 
@@ -369,7 +369,7 @@ class CampaignStore:
         clock: seconds since the epoch (``time.time``; tests pass their own).
 
     Raises:
-        FileNotFoundError: no file at ``path``.
+        CampaignError: no file at ``path``.
         CampaignError: the file is empty, not SQLite, damaged or not a campaign.
     """
 
