@@ -82,6 +82,20 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+def replace_folder(partial: Path, out: Path) -> None:
+    """Renames the finished folder ``partial`` onto ``out``. An existing ``out`` is moved to
+    ``.NAME.old-PID`` first and removed once the new one is in place; a writer killed between
+    the two renames leaves it for :func:`remove_abandoned` to put back."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(partial, out)
+        shutil.rmtree(old)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, out)
+
+
 def remove_abandoned(out: Path) -> None:
     """Clears what killed writers of ``out`` left beside it.
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ._files import remove_abandoned
+from ._files import remove_abandoned, replace_folder
 from .errors import ArgumentError, IntegrityError, NightsError, OutputExistsError
 from .schema import DATA_CSV_COLUMNS
 from .table import table_meta
@@ -257,14 +257,7 @@ def write_split(
 
         provenance["nights_version"] = __version__
         (partial / "provenance.json").write_text(json.dumps(provenance, indent=2))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(partial, out)
-            shutil.rmtree(old)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, out)
+        replace_folder(partial, out)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out

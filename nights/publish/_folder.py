@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .._files import file_lock, file_sha256, write_atomic
+from .._files import file_lock, file_sha256, replace_folder, write_atomic
 from .._progress import progress_bar
 from ..errors import IntegrityError, NightsError
 from ..hub import (
@@ -167,7 +167,7 @@ def write_hub_folder(
         (partial / CARD).write_text(render_card(provenance), encoding="utf-8")
         state.clear()
         validate_hub_folder(partial, checksums=False)
-        _replace_folder(partial, out)
+        replace_folder(partial, out)
     files = [f for c in written.values() for s in c.values() for f in s["files"]]
     return PublishResult(
         out,
@@ -537,17 +537,6 @@ def _provenance(configs: list[_Config], written: dict) -> dict:
             for config in configs
         },
     }
-
-
-def _replace_folder(partial: Path, out: Path) -> None:
-    """Renames ``partial`` to ``out``; an existing ``out`` is swapped out only then."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(partial, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(partial, out)
 
 
 # -- checking a folder --
