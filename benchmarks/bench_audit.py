@@ -33,41 +33,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dreamsim import dreamsim, onnxruntime_model, preprocess, with_precision
+from upstream_style import TwoAFCDataset
+
+from dreamsim import dreamsim, onnxruntime_model, with_precision
 from nights import load_nights, make_synthetic_nights
 from nights.audit import run_audit
 from nights.audit.fidelity import SAMPLE, fidelity_on_sets
 from nights.metrics import DreamSimMetric
 from nights.score_cache import ScoreCache
 from tests.dreamsim_checkpoints import write_release
-
-
-class TwoAFCDataset(torch.utils.data.Dataset):
-    """Upstream's evaluation dataset: CSV rows, images opened and resized per item."""
-
-    def __init__(self, root: Path):
-        self.frame = pd.read_csv(root / "data.csv")
-        self.root = root
-
-    def __len__(self):
-        return len(self.frame)
-
-    def __getitem__(self, index):
-        row = self.frame.iloc[index]
-        # dreamsim.preprocess is upstream's Resize((224, 224), BICUBIC) + ToTensor
-        load = lambda p: preprocess(Image.open(self.root / p))[0]  # noqa: E731
-        return (
-            load(row["ref_path"]),
-            load(row["left_path"]),
-            load(row["right_path"]),
-            float(row["right_vote"]),
-            int(row["id"]),
-        )
 
 
 def upstream_loop(model, root: Path, batch_size: int, workers: int) -> int:

@@ -32,37 +32,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dreamsim import preprocess, trainable_parameters, training_model
+from upstream_style import TwoAFCDataset
+
+from dreamsim import trainable_parameters, training_model
 from nights import load_nights, make_synthetic_nights
 from nights.train import Rows, TrainConfig, train
 from tests.dreamsim_checkpoints import write_release
 
 MARGIN = 0.05
-
-
-class TwoAFCDataset(torch.utils.data.Dataset):
-    """Upstream's training dataset: CSV rows, images opened and resized per item."""
-
-    def __init__(self, root: Path, limit: int | None = None):
-        self.frame = pd.read_csv(root / "data.csv").iloc[:limit]
-        self.root = root
-
-    def __len__(self):
-        return len(self.frame)
-
-    def __getitem__(self, index):
-        row = self.frame.iloc[index]
-        # dreamsim.preprocess is upstream's Resize((224, 224), BICUBIC) + ToTensor
-        load = lambda p: preprocess(Image.open(self.root / p))[0]  # noqa: E731
-        return (
-            load(row["ref_path"]),
-            load(row["left_path"]),
-            load(row["right_path"]),
-            float(row["right_vote"]),
-        )
 
 
 def upstream_model(weights: Path, variant: str, device: str):
@@ -87,7 +66,7 @@ def upstream_loop(model, optimizer, root: Path, args, limit=None) -> tuple[int, 
         TwoAFCDataset(root, limit), batch_size=args.batch_size, num_workers=args.workers
     )
     count, started = 0, time.perf_counter()
-    for ref, left, right, vote in loader:
+    for ref, left, right, vote, _ in loader:
         device = args.device
         upstream_step(model, optimizer, ref.to(device), left.to(device), right.to(device), vote)
         count += len(ref)
